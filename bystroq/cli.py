@@ -1,0 +1,431 @@
+"""The `bystroq` command: parses arguments, sets up logging, calls the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from bystroq import config as config_mod
+from bystroq import inspect as inspect_mod
+from bystroq import log
+from bystroq.errors import BystroqError, DecodeError, ListenerError
+from bystroq.messages import JobDecoder
+from bystroq.producer import Producer
+
+
+@dataclass
+class State:
+    config_path: str | None
+    json_logs: bool
+    log_level: str
+
+    def config(self) -> config_mod.LoadedConfig:
+        return config_mod.load(self.config_path)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+class Command(click.Group):
+    """Turns BystroqError into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BystroqError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Command)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file (default: $BYSTROQ_CONFIG, else config/beanstalk.yml, "
+                   "else the built-in template at 127.0.0.1:11300).")
+@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of key=value.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.version_option(package_name="bystroq")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, json_logs: bool, log_level: str) -> None:
+    """bystroq: jobs on Beanstalkd tubes, with events and submission records."""
+    ctx.obj = State(config_path, json_logs, log_level)
+    log.configure(json=json_logs, level=log_level)
+
+
+@main.command()
+@click.option("--tube", required=True, help="Category (or its submission tube) to work on.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Jobs at once in this process.")
+@click.option("--isolation", type=click.Choice(["inline", "process"]),
+              help="Run handlers in this process, or in a reused child process.")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
+@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds running jobs get to finish after SIGTERM/SIGINT.")
+@pass_state
+def listen(state: State, tube: str, concurrency: int | None, isolation: str | None,
+           burst: bool, max_jobs: int | None, drain_timeout: float) -> None:
+    """Run a worker for one category."""
+    from bystroq.worker import Worker, WorkerOptions
+
+    options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
+                            max_jobs=max_jobs, drain_timeout_s=drain_timeout)
+    with Worker(state.config(), tube, options=options) as worker:
+        sys.exit(worker.run())
+
+
+@main.command()
+@click.option("--tube", required=True, help="Category (or its submission tube).")
+@click.option("--json", "json_text", help="One job as a JSON object.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Jobs as JSON lines, one job a line.")
+@click.option("--priority", type=click.IntRange(0, 2**32 - 1), default=2**16, show_default=True)
+@click.option("--delay", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--ttr", type=click.IntRange(min=1), help="Seconds a reservation lasts.")
+@pass_state
+def submit(state: State, tube: str, json_text: str | None, file: Path | None, priority: int,
+           delay: int, ttr: int | None) -> None:
+    """Submit jobs: one with --json, or a JSON-lines --file (checked whole before any put)."""
+    if (json_text is None) == (file is None):
+        raise click.UsageError("give exactly one of --json or --file")
+    config = state.config()
+    decoder = _job_decoder(config, tube)
+    if json_text is not None:
+        bodies = [_checked(decoder, json_text.encode(), "--json")]
+    else:
+        assert file is not None
+        bodies = [_checked(decoder, line, f"{file}:{number}")
+                  for number, line in _lines(file)]
+    with Producer(config) as producer:
+        for done, (body, submission_id) in enumerate(bodies):
+            try:
+                handle = producer.submit(tube, body, priority=priority, delay=delay, ttr=ttr)
+            except BystroqError as exc:
+                raise BystroqError(
+                    f"{exc} (after {done} of {len(bodies)} jobs were submitted)"
+                ) from None
+            click.echo(json.dumps({"queueID": handle.job_id, "server": handle.server.name,
+                                   "tube": handle.tube, "submissionID": submission_id}))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                yield number, line.strip()
+
+
+def _job_decoder(config: config_mod.LoadedConfig, tube: str) -> JobDecoder[Any] | None:
+    """The category's Struct decoder when its listener imports; else None (JSON check only)."""
+    from bystroq.worker.listener import load_listener
+
+    try:
+        listener = load_listener(config.listener_module(tube))
+    except ListenerError as exc:
+        click.echo(f"warning: jobs checked as JSON objects only: {exc}", err=True)
+        return None
+    return JobDecoder(listener.job_data_type)
+
+
+def _checked(
+    decoder: JobDecoder[Any] | None, body: bytes, where: str
+) -> tuple[bytes, str | int | None]:
+    """The body and its submissionID, once it passed the category's Struct (or is an object)."""
+    try:
+        if decoder is not None:
+            return body, decoder.decode(body).submissionID
+        data = msgspec.json.decode(body)
+        if not isinstance(data, dict):
+            raise DecodeError("expected a JSON object")
+        return body, data.get("submissionID")
+    except (DecodeError, msgspec.DecodeError) as exc:
+        raise BystroqError(f"{where}: {exc}; nothing was submitted") from None
+
+
+@main.command()
+@click.option("--tube", "tubes", multiple=True, help="Tube(s) to show (default: configured).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def stats(state: State, tubes: tuple[str, ...], as_json: bool) -> None:
+    """Jobs per server and tube: ready, reserved, delayed, buried, and workers watching."""
+    rows = inspect_mod.tube_stats(state.config(), tubes)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+        return
+    header = ("server", "tube", "ready", "reserved", "delayed", "buried", "watching")
+    table = [header]
+    for row in rows:
+        if isinstance(row, inspect_mod.ServerDown):
+            table.append((row.server, f"DOWN: {row.error}", "", "", "", "", ""))
+        else:
+            table.append((row.server, row.tube, str(row.ready), str(row.reserved),
+                          str(row.delayed), str(row.buried), str(row.watching)))
+    click.echo(format_table(table))
+
+
+def format_table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _tube_name(config: config_mod.LoadedConfig, tube: str, events: bool = False) -> str:
+    """A category name stands for its submission (or events) tube; other names pass."""
+    tubes = config.config.beanstalkd.tubes
+    if tube in tubes:
+        return tubes[tube].events if events else tubes[tube].submission
+    return tube
+
+
+@main.command()
+@click.option("--tube", required=True)
+@click.option("--state", "job_state", type=click.Choice(["ready", "delayed", "buried"]),
+              default="ready", show_default=True)
+@pass_state
+def peek(state: State, tube: str, job_state: str) -> None:
+    """Show the next ready, delayed or buried job of a tube on each server."""
+    config = state.config()
+    found = inspect_mod.peek(config, _tube_name(config, tube), job_state)
+    if not found:
+        click.echo(f"no {job_state} job in {tube}")
+    for job in found:
+        click.echo(f"{job.server} job {job.job_id} (reserves {job.reserves}, age {job.age_s}s): "
+                   f"{job.body.decode(errors='replace')}")
+
+
+@main.command()
+@click.option("--tube", required=True)
+@click.option("--bound", type=click.IntRange(min=1), default=1000, show_default=True)
+@pass_state
+def kick(state: State, tube: str, bound: int) -> None:
+    """Move buried (else delayed) jobs back to ready, on each server."""
+    config = state.config()
+    for server, count in inspect_mod.kick(config, _tube_name(config, tube), bound).items():
+        click.echo(f"{server}: kicked {count}")
+
+
+@main.command()
+@click.option("--tube", required=True, help="Category or events tube.")
+@click.option("--follow", is_flag=True, help="Keep printing events as they arrive.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@pass_state
+def events(state: State, tube: str, follow: bool, as_json: bool) -> None:
+    """Print (and consume) events from an events tube, one line each."""
+    config = state.config()
+    try:
+        for server, event in inspect_mod.follow_events(
+            config, _tube_name(config, tube, events=True), follow
+        ):
+            if as_json:
+                payload = event if isinstance(event, dict) else {"raw": event.decode("latin-1")}
+                click.echo(json.dumps({"server": server.name, **payload}))
+            else:
+                click.echo(format_event(server.name, event))
+    except KeyboardInterrupt:
+        pass
+
+
+def format_event(server: str, event: dict[str, Any] | bytes) -> str:
+    if not isinstance(event, dict):
+        return f"{server} (not JSON) {event!r}"
+    name = event.get("event", "?")
+    ident = event.get("submissionID", f"queueID={event.get('queueID')}")
+    rest = {k: v for k, v in event.items()
+            if k not in ("event", "submissionID", "worker", "at", "seq")}
+    extra = " ".join(f"{k}={json.dumps(v)}" for k, v in rest.items())
+    return f"{server} {name:<9} {ident} {extra}".rstrip()
+
+
+# -- records: consumer and queries ------------------------------------------------------
+
+def _records_url(state: State, url: str | None) -> str:
+    from bystroq.records import DEFAULT_URL
+
+    return url or state.config().config.records or DEFAULT_URL
+
+
+records_option = click.option(
+    "--records", "records_url", help="Records store URL: sqlite:///path.db or "
+    "postgresql://... (default: the config's `records:`, else sqlite:///bystroq.db).")
+
+
+@main.command()
+@click.option("--tube", "tubes", multiple=True, help="Categories to consume (default: all).")
+@records_option
+@click.option("--burst", is_flag=True, help="Stop when no event is ready.")
+@pass_state
+def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst: bool) -> None:
+    """Apply events from the events tubes to the submission records."""
+    import signal
+
+    from bystroq.consumer import Consumer
+    from bystroq.records import open_store
+
+    store = open_store(_records_url(state, records_url))
+    with Consumer(state.config(), store, tubes or None) as consumer:
+        def on_signal(signum: int, frame: object) -> None:
+            consumer.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        click.echo(f"consuming into {store.url}", err=True)
+        stats = consumer.run(burst=burst)
+    store.close()
+    click.echo(f"applied {stats.applied} events ({stats.malformed} malformed, buried)", err=True)
+
+
+@main.command()
+@click.argument("submission_id")
+@records_option
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def status(state: State, submission_id: str, records_url: str | None, as_json: bool) -> None:
+    """A submission's record and its event timeline."""
+    from bystroq.records import open_store
+
+    store = open_store(_records_url(state, records_url))
+    try:
+        record = store.get(submission_id)
+        if record is None:
+            raise BystroqError(f"no submission {submission_id!r} in {store.url}")
+        timeline = store.timeline(submission_id)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(msgspec.json.encode({"record": record, "events": timeline}).decode())
+        return
+    click.echo(format_record(record))
+    click.echo("")
+    rows = [("at", "event", "attempt", "seq", "worker", "detail")]
+    for e in timeline:
+        detail = {k: v for k, v in e.body.items()
+                  if k not in ("event", "submissionID", "queueID", "attempt", "seq", "worker",
+                               "at")}
+        rows.append((_time(e.at), e.event + ("" if e.applied else " (ignored)"),
+                     str(e.attempt or ""), str(e.seq if e.seq is not None else ""),
+                     e.worker or "", json.dumps(detail) if detail else ""))
+    click.echo(format_table(rows))
+
+
+def _time(at: float | None) -> str:
+    import datetime
+
+    if at is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(at, tz=datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def format_record(record: Any) -> str:
+    fields = [
+        ("submission", record.submission_id), ("category", record.category),
+        ("state", record.state), ("attempts", record.attempts),
+        ("queueID", f"{record.queue_id} on {record.server}"), ("worker", record.worker),
+        ("progress", f"{record.progress} done, {record.skipped} skipped"),
+        ("messages", "; ".join(record.messages)), ("result", json.dumps(record.result)
+                                                   if record.result is not None else None),
+        ("reason", record.reason), ("batch", record.batch),
+        ("submitted", _time(record.submitted_at)), ("started", _time(record.started_at)),
+        ("finished", _time(record.finished_at)), ("updated", _time(record.updated_at)),
+    ]
+    return "\n".join(f"{name + ':':<11} {value}" for name, value in fields
+                     if value not in (None, "", "-"))
+
+
+@main.command(name="list")
+@click.option("--tube", "category", help="Only this category.")
+@click.option("--state", "state_name",
+              type=click.Choice(["queued", "started", "retrying", "completed", "failed",
+                                 "cancelled"]))
+@click.option("--batch", help="Only this batch.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@records_option
+@pass_state
+def list_records(state: State, category: str | None, state_name: str | None,
+                 batch: str | None, limit: int, as_json: bool, records_url: str | None) -> None:
+    """Submission records, newest first, as a table."""
+    from bystroq.records import open_store
+
+    if category is not None:
+        category = state.config().category_name(category)
+    store = open_store(_records_url(state, records_url))
+    try:
+        records = store.list(category=category, state=state_name, batch=batch, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(msgspec.json.encode(records).decode())
+        return
+    rows = [("submission", "category", "state", "attempts", "progress", "updated", "reason")]
+    for r in records:
+        rows.append((str(r.submission_id), r.category, str(r.state), str(r.attempts),
+                     str(r.progress), _time(r.updated_at), (r.reason or "")[:60]))
+    click.echo(format_table(rows))
+
+
+@main.command()
+@click.argument("submission_id")
+@records_option
+@pass_state
+def cancel(state: State, submission_id: str, records_url: str | None) -> None:
+    """Cancel a submission: not started, it never runs; running, its worker stops it."""
+    from bystroq.cancel import cancel_submission
+    from bystroq.records import open_store
+
+    store = open_store(_records_url(state, records_url))
+    try:
+        click.echo(cancel_submission(store, submission_id))
+    finally:
+        store.close()
+
+
+@main.command()
+@click.argument("submission_id")
+@records_option
+@pass_state
+def retry(state: State, submission_id: str, records_url: str | None) -> None:
+    """Submit a failed or cancelled submission again (same submissionID, a new attempt)."""
+    from bystroq.records import open_store
+    from bystroq.resubmit import retry_submission
+
+    config = state.config()
+    store = open_store(_records_url(state, records_url))
+    try:
+        handle = retry_submission(config, store, submission_id)
+    finally:
+        store.close()
+    click.echo(f"submitted again as job {handle.job_id} on {handle.server}")
+
+
+@main.command()
+@click.option("--tube", required=True)
+@click.option("--kick", "kick_count", type=click.IntRange(min=1), help="Kick N back to ready.")
+@click.option("--delete", "delete_all", is_flag=True, help="Delete every buried job.")
+@click.option("--show", is_flag=True, help="List buried jobs (the default).")
+@pass_state
+def buried(state: State, tube: str, kick_count: int | None, delete_all: bool,
+           show: bool) -> None:
+    """Dead letters: show, kick or delete a tube's buried jobs on every server."""
+    config = state.config()
+    name = _tube_name(config, tube)
+    if kick_count is not None:
+        for server, count in inspect_mod.kick(config, name, kick_count).items():
+            click.echo(f"{server}: kicked {count}")
+    elif delete_all:
+        for server, count in inspect_mod.delete_buried(config, name).items():
+            click.echo(f"{server}: deleted {count}")
+    else:
+        found = inspect_mod.buried_jobs(config, name)
+        if not found:
+            click.echo(f"no buried job in {name}")
+        for job, count in found:
+            click.echo(f"{job.server}: {count} buried; oldest: job {job.job_id} (reserves "
+                       f"{job.reserves}, age {job.age_s}s): "
+                       f"{job.body.decode(errors='replace')[:200]}")

@@ -1,0 +1,123 @@
+"""The events consumer: events tubes on every server → submission records.
+
+Each round reserves a batch of events per server (one pipelined round trip), applies them
+to the store in one transaction, and only then deletes them (one more round trip). A crash
+between commit and delete means the events come back and are applied again, which the
+store's state machine makes harmless. Malformed events are buried, never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from bystroq.config import LoadedConfig
+from bystroq.errors import DecodeError
+from bystroq.records import Store
+from bystroq.records.model import IncomingEvent, parse_event
+from bystroq.servers import (
+    CONNECTION_ERRORS,
+    Connection,
+    delete_many,
+    reserve_many,
+    servers_of,
+)
+
+BATCH = 200
+IDLE_POLL_MAX_S = 0.1
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    malformed: int = 0
+    rounds: int = 0
+    by_event: dict[str, int] = field(default_factory=dict)
+
+
+class Consumer:
+    """Applies events from the chosen categories' events tubes to a records store."""
+
+    def __init__(
+        self, config: LoadedConfig, store: Store, categories: Sequence[str] | None = None,
+        batch: int = BATCH,
+    ) -> None:
+        tubes = config.config.beanstalkd.tubes
+        names = [config.category_name(c) for c in categories] if categories else list(tubes)
+        self.category_of = {tubes[name].events: name for name in names}
+        self.store = store
+        self.batch = batch
+        # One connection per server and events tube, so each event's category is known.
+        self.conns = [(Connection(server, watch=[tube]), name)
+                      for server in servers_of(config.addresses)
+                      for tube, name in self.category_of.items()]
+        self.stats = ConsumerStats()
+        self.log = structlog.get_logger("bystroq.consumer")
+        self._stopping = False
+
+    def step(self) -> int:
+        """One round over every server: events applied (0 when none was ready)."""
+        applied = 0
+        for conn, category in self.conns:
+            if not conn.ready():
+                continue
+            with conn.lock:
+                try:
+                    applied += self._round(conn, category)
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)  # reserved events go back to ready on the server
+        self.stats.rounds += 1
+        return applied
+
+    def _round(self, conn: Connection, category: str) -> int:
+        jobs = reserve_many(conn, self.batch)
+        if not jobs:
+            return 0
+        events: list[IncomingEvent] = []
+        good: list[int] = []
+        for job in jobs:
+            try:
+                events.append(parse_event(job.body, category, conn.server.name))
+                good.append(job.id)
+            except DecodeError as exc:
+                self.stats.malformed += 1
+                self.log.error("malformed event buried", server=conn.server.name,
+                               queueID=job.id, reason=str(exc))
+                conn.client.bury(job)
+        if events:
+            self.store.apply_events(events)  # commits before anything is deleted
+            delete_many(conn, good)
+        self.stats.applied += len(events)
+        for event in events:
+            self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
+        return len(events)
+
+    def run(self, burst: bool = False) -> ConsumerStats:
+        """Apply events until stopped (or, in burst mode, until none is ready)."""
+        pause = 0.005
+        while not self._stopping:
+            if self.step():
+                pause = 0.005
+                continue
+            if burst:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, IDLE_POLL_MAX_S)
+        return self.stats
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        for conn, _ in self.conns:
+            with conn.lock:
+                conn.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,64 @@
+"""bystroq's exceptions: one base class, one subclass per kind of failure."""
+
+from __future__ import annotations
+
+
+class BystroqError(Exception):
+    """Base class of every error bystroq raises on purpose."""
+
+
+class ConfigError(BystroqError):
+    """The configuration file is missing, unreadable or does not match the schema."""
+
+
+class DecodeError(BystroqError):
+    """A message body is not JSON or does not match the expected Struct."""
+
+
+class JobTooBig(BystroqError):
+    """A job body is larger than the server's max-job-size."""
+
+
+class ServersUnavailable(BystroqError):
+    """No configured beanstalkd server accepted a connection."""
+
+
+class UnknownCategory(BystroqError):
+    """A tube or category name is not in the configuration."""
+
+
+class ListenerError(BystroqError):
+    """A category's listener module cannot be imported or lacks the contract's names."""
+
+
+class LeaseLost(BystroqError):
+    """The worker no longer holds the job's reservation (TTR passed, job gone)."""
+
+
+class JobTimeout(BystroqError):
+    """A handler ran past its category's timeout."""
+
+
+class Cancelled(BystroqError):
+    """The submission was cancelled while its handler was running."""
+
+
+class Retry(BystroqError):
+    """Raised by a handler to ask for the job to be tried again after `delay_s`."""
+
+    def __init__(self, delay_s: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+        self.reason = reason
+
+
+class HandlerDied(BystroqError):
+    """A handler's child process exited without reporting a result."""
+
+
+class ShuttingDown(BystroqError):
+    """The worker is stopping; the job is released for another worker."""
+
+
+class HandlerError(BystroqError):
+    """A handler failure reported from a child process (type and message as text)."""

@@ -1,0 +1,176 @@
+"""Looking at the servers: tube counts, peeking, kicking, and reading events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import greenstalk
+import msgspec
+
+from bystroq.config import LoadedConfig
+from bystroq.servers import CONNECTION_ERRORS, Connection, Server, servers_of
+
+
+@dataclass(frozen=True)
+class TubeStats:
+    """Counts for one tube on one server."""
+
+    server: str
+    tube: str
+    ready: int
+    reserved: int
+    delayed: int
+    buried: int
+    watching: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ServerDown:
+    server: str
+    error: str
+
+
+def tube_stats(
+    config: LoadedConfig, tubes: Sequence[str] | None = None
+) -> list[TubeStats | ServerDown]:
+    """Counts per server for `tubes` (default: every configured submission and events tube)."""
+    names = list(tubes) if tubes else configured_tubes(config)
+    rows: list[TubeStats | ServerDown] = []
+    for server in servers_of(config.addresses):
+        conn = Connection(server)
+        try:
+            client = conn.client
+            for tube in names:
+                try:
+                    s = client.stats_tube(tube)
+                except greenstalk.NotFoundError:
+                    rows.append(TubeStats(server.name, tube, 0, 0, 0, 0, 0, 0))
+                    continue
+                rows.append(TubeStats(
+                    server.name, tube, int(s["current-jobs-ready"]),
+                    int(s["current-jobs-reserved"]), int(s["current-jobs-delayed"]),
+                    int(s["current-jobs-buried"]), int(s["current-watching"]),
+                    int(s["total-jobs"]),
+                ))
+        except CONNECTION_ERRORS as exc:
+            rows.append(ServerDown(server.name, str(exc) or type(exc).__name__))
+        finally:
+            conn.close()
+    return rows
+
+
+def configured_tubes(config: LoadedConfig) -> list[str]:
+    tubes: list[str] = []
+    for conf in config.config.beanstalkd.tubes.values():
+        tubes += [conf.submission, conf.events]
+    return tubes
+
+
+@dataclass(frozen=True)
+class Peeked:
+    server: str
+    job_id: int
+    body: bytes
+    reserves: int
+    age_s: int
+
+
+def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked]:
+    """The next job in `state` (ready, delayed or buried) of `tube`, on each server."""
+    found: list[Peeked] = []
+    for server in servers_of(config.addresses):
+        conn = Connection(server, use=tube)
+        try:
+            client = conn.client
+            job = {"ready": client.peek_ready, "delayed": client.peek_delayed,
+                   "buried": client.peek_buried}[state]()
+            stats = client.stats_job(job)
+            found.append(Peeked(server.name, job.id, job.body, int(stats["reserves"]),
+                                int(stats["age"])))
+        except greenstalk.NotFoundError:
+            pass
+        finally:
+            conn.close()
+    return found
+
+
+def kick(config: LoadedConfig, tube: str, bound: int) -> dict[str, int]:
+    """Move up to `bound` buried (else delayed) jobs of `tube` to ready, on each server."""
+    kicked: dict[str, int] = {}
+    for server in servers_of(config.addresses):
+        conn = Connection(server, use=tube)
+        try:
+            kicked[server.name] = conn.client.kick(bound)
+        finally:
+            conn.close()
+    return kicked
+
+
+def follow_events(
+    config: LoadedConfig, tube: str, follow: bool, poll_s: float = 0.05
+) -> Iterator[tuple[Server, dict[str, object] | bytes]]:
+    """Events from `tube` on every server, consumed (deleted) as they are read.
+
+    Without `follow`, stops when no server has one ready.
+    """
+    conns = [Connection(s, watch=[tube]) for s in servers_of(config.addresses)]
+    try:
+        while True:
+            got = False
+            for conn in conns:
+                if not conn.ready():
+                    continue
+                try:
+                    job = conn.client.reserve(0)
+                except greenstalk.TimedOutError:
+                    continue
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+                    continue
+                got = True
+                try:
+                    event: dict[str, object] | bytes = msgspec.json.decode(job.body)
+                except msgspec.DecodeError:
+                    event = job.body
+                yield conn.server, event
+                conn.client.delete(job)
+            if not got:
+                if not follow:
+                    return
+                time.sleep(poll_s)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int]]:
+    """Per server: the oldest buried job of `tube` and how many are buried there.
+
+    (beanstalkd shows only the oldest buried job; delete or kick it to see the next.)
+    """
+    counts = {row.server: row.buried for row in tube_stats(config, [tube])
+              if isinstance(row, TubeStats)}
+    return [(job, counts.get(job.server, 0)) for job in peek(config, tube, "buried")]
+
+
+def delete_buried(config: LoadedConfig, tube: str) -> dict[str, int]:
+    """Delete every buried job of `tube`, on each server."""
+    deleted: dict[str, int] = {}
+    for server in servers_of(config.addresses):
+        conn = Connection(server, use=tube)
+        count = 0
+        try:
+            client = conn.client
+            while True:
+                try:
+                    client.delete(client.peek_buried())
+                except greenstalk.NotFoundError:
+                    break
+                count += 1
+        finally:
+            conn.close()
+        deleted[server.name] = count
+    return deleted

@@ -1,0 +1,180 @@
+"""The wire format: JSON messages, compatible with Bystro's beanstalkd messages.
+
+Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
+submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq)
+are optional and left out of the JSON when unset, so Bystro consumers keep working.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from bystroq.errors import DecodeError
+
+SubmissionID = str | int
+
+
+class Event(str, enum.Enum):
+    """What an event message reports."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+
+
+class BaseMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of job data and events: the submission's primary key."""
+
+    submissionID: SubmissionID
+
+
+class EventMessage(BaseMessage, frozen=True, kw_only=True, omit_defaults=True, tag_field="event"):
+    """Fields every event may carry besides `event` (all optional, left off when unset).
+
+    `event` is the Struct's tag: always written, never set by hand.
+    """
+
+    queueID: int | None = None
+    attempt: int | None = None
+    worker: str | None = None
+    at: float | None = None
+    seq: int | None = None
+
+
+class SubmittedJobMessage(EventMessage, frozen=True, kw_only=True, tag="started"):
+    """The job was picked up by a worker and its handler is starting."""
+
+    @property
+    def event(self) -> Event:
+        return Event.STARTED
+
+
+class ProgressData(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts reported by a handler while it runs."""
+
+    progress: int = 0
+    skipped: int = 0
+
+
+class ProgressMessage(EventMessage, frozen=True, kw_only=True, tag="progress"):
+    """Progress of a running job: counts, or a line of text."""
+
+    data: ProgressData | str | None = None
+
+    @property
+    def event(self) -> Event:
+        return Event.PROGRESS
+
+
+class CompletedJobMessage(EventMessage, frozen=True, kw_only=True, tag="completed"):
+    """The handler finished; subclasses add the result's fields."""
+
+    @property
+    def event(self) -> Event:
+        return Event.COMPLETED
+
+
+class FailedJobMessage(EventMessage, frozen=True, kw_only=True, tag="failed"):
+    """The handler failed, or gave up after its attempts."""
+
+    reason: str
+
+    @property
+    def event(self) -> Event:
+        return Event.FAILED
+
+
+class InvalidJobMessage(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="event", tag="failed"
+):
+    """A job body that could not be decoded: no trustworthy submissionID, only queueID."""
+
+    queueID: int
+    reason: str
+    attempt: int | None = None
+    worker: str | None = None
+    at: float | None = None
+    seq: int | None = None
+
+    @property
+    def event(self) -> Event:
+        return Event.FAILED
+
+
+class RetryingJobMessage(EventMessage, frozen=True, kw_only=True, tag="retrying"):
+    """The attempt failed and the job was released to be tried again after delay_s."""
+
+    reason: str
+    delay_s: float
+
+    @property
+    def event(self) -> Event:
+        return Event.RETRYING
+
+
+class CancelledJobMessage(EventMessage, frozen=True, kw_only=True, tag="cancelled"):
+    """The submission was cancelled; it will not run (again)."""
+
+    reason: str = "cancelled"
+
+    @property
+    def event(self) -> Event:
+        return Event.CANCELLED
+
+
+M = TypeVar("M", bound=msgspec.Struct)
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+
+class JobDecoder(Generic[M]):
+    """Decodes job bodies into one Struct; built once per category and reused."""
+
+    def __init__(self, struct: type[M]) -> None:
+        self.struct = struct
+        self._decoder = msgspec.json.Decoder(struct)
+
+    def decode(self, body: bytes | str) -> M:
+        """Decode and validate; a DecodeError says what was expected and what came."""
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(
+                f"{_field_message(exc)} (job type {self.struct.__name__})"
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise DecodeError(
+                f"body is not valid JSON: {exc} (job type {self.struct.__name__})"
+            ) from None
+
+
+def encode(message: Any) -> bytes:
+    """A message (Struct, or anything msgspec encodes) as JSON bytes."""
+    return _ENCODE(message)
+
+
+def _field_message(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if " - at `$." in text:
+        what, path = text.rsplit(" - at `$.", 1)
+        return f"field `{path.rstrip('`')}`: {what}"
+    if text.startswith("Object missing required field"):
+        return text.replace("Object missing required field", "missing required field")
+    return text
+
+
+_STAMPED = (EventMessage, InvalidJobMessage)
+
+
+def stamp(message: Any, **fields: Any) -> Any:
+    """`message` with bystroq's extension fields set (left as is if it has none)."""
+    if isinstance(message, _STAMPED):
+        return msgspec.structs.replace(message, **fields)
+    return message

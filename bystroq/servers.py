@@ -1,0 +1,262 @@
+"""Connections to beanstalkd servers: one per address, reconnecting with capped backoff.
+
+A reserved job belongs to the connection that reserved it: delete, touch, release and
+bury must go over that connection, so a `Reserved` job carries its `Connection`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import greenstalk
+import structlog
+
+from bystroq.errors import ServersUnavailable
+
+CONNECT_TIMEOUT_S = 5.0
+# Socket timeout beyond a command's own wait: a server that stops answering is a dead one.
+IO_TIMEOUT_S = 30.0
+
+# What a broken or refused connection raises; greenstalk signals EOF as ConnectionError.
+CONNECTION_ERRORS = (OSError, greenstalk.UnknownResponseError)
+
+
+@dataclass(frozen=True, order=True)
+class Server:
+    """One beanstalkd server's address."""
+
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def servers_of(addresses: Iterable[tuple[str, int]]) -> list[Server]:
+    """Server objects for (host, port) pairs."""
+    return [Server(host, port) for host, port in addresses]
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class ServerDown(ConnectionError):
+    """The server is in its backoff window after a failure; try again later."""
+
+
+@dataclass
+class Connection:
+    """One client connection to one server, with the tube it uses and the tubes it watches.
+
+    Connects lazily; after a failure, refuses to reconnect until its backoff delay has
+    passed (raising ServerDown), and logs the change of state once, not once per retry.
+    """
+
+    server: Server
+    use: str = "default"
+    watch: Sequence[str] = ()
+    io_timeout_s: float = IO_TIMEOUT_S
+    backoff: Backoff = field(default_factory=Backoff)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _client: greenstalk.Client[bytes] | None = None
+    _using: str = "default"
+    _retry_at: float = 0.0
+    _down_since: float | None = None
+    _max_job_size: int | None = None
+
+    @property
+    def client(self) -> greenstalk.Client[bytes]:
+        """The connected client, connecting first if needed."""
+        if self._client is None:
+            self._connect()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def is_up(self) -> bool:
+        return self._down_since is None
+
+    def ready(self) -> bool:
+        """False while this connection waits out a backoff delay after a failure."""
+        return self._client is not None or time.monotonic() >= self._retry_at
+
+    def _connect(self) -> None:
+        if time.monotonic() < self._retry_at:
+            raise ServerDown(f"{self.server} is down; retrying in backoff")
+        try:
+            sock = socket.create_connection(
+                (self.server.host, self.server.port), timeout=CONNECT_TIMEOUT_S
+            )
+        except OSError as exc:
+            self.failed(exc)
+            raise
+        sock.settimeout(self.io_timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        try:
+            watch = list(self.watch) or "default"
+            self._client = greenstalk.Client(sock, encoding=None, use=self.use, watch=watch)
+        except CONNECTION_ERRORS as exc:
+            sock.close()
+            self.failed(exc)
+            raise
+        self._using = self.use
+        if self._down_since is not None:
+            structlog.get_logger("bystroq.servers").info(
+                "server reconnected", server=self.server.name,
+                down_s=round(time.monotonic() - self._down_since, 3),
+            )
+        self._down_since = None
+        self.backoff.reset()
+
+    def failed(self, exc: BaseException) -> None:
+        """Drop the connection after an I/O error and start (or extend) the backoff."""
+        self.close()
+        self._retry_at = time.monotonic() + self.backoff.next_delay()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            structlog.get_logger("bystroq.servers").warning(
+                "server unreachable", server=self.server.name, error=str(exc) or type(exc).__name__
+            )
+
+    def use_tube(self, tube: str) -> greenstalk.Client[bytes]:
+        """The client, using `tube` for puts (one `use` command only when it changes)."""
+        client = self.client
+        if self._using != tube:
+            client.use(tube)
+            self._using = tube
+        return client
+
+    def max_job_size(self) -> int:
+        """The server's max-job-size, asked once per connection."""
+        if self._max_job_size is None:
+            self._max_job_size = int(self.client.stats()["max-job-size"])
+        return self._max_job_size
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        self._max_job_size = None
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client.close()
+
+
+@dataclass
+class Reserved:
+    """A job reserved over `conn`: every later command for it must use `conn`."""
+
+    id: int
+    body: bytes
+    conn: Connection
+
+    @property
+    def server(self) -> Server:
+        return self.conn.server
+
+
+def connections(
+    servers: Sequence[Server], *, use: str = "default", watch: Sequence[str] = ()
+) -> list[Connection]:
+    """One (not yet connected) connection per server."""
+    return [Connection(server, use=use, watch=tuple(watch)) for server in servers]
+
+
+def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:
+    """Sleep until one connection's backoff ends, or until `deadline`; raise if past it."""
+    now = time.monotonic()
+    if now >= deadline:
+        names = ", ".join(c.server.name for c in conns)
+        raise ServersUnavailable(
+            f"no beanstalkd server answered ({names}); start one (e.g. `beanstalkd -l 127.0.0.1"
+            f" -p 11300`) or fix beanstalkd.addresses in the config"
+        )
+    soonest = min(c._retry_at for c in conns)
+    time.sleep(max(0.01, min(deadline, soonest) - now))
+
+
+def delete_then_reserve(
+    conn: Connection, job_id: int, timeout: int
+) -> tuple[bool, greenstalk.Job[bytes] | None]:
+    """`delete job_id` and `reserve-with-timeout` in one write: one round trip, not two.
+
+    Returns whether the delete found the job, and the reserved job (None on time-out).
+    greenstalk has no pipelining, so this speaks the protocol over its socket directly.
+    """
+    client = conn.client
+    client._sock.sendall(b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, timeout))
+    try:
+        greenstalk._parse_response(client._reader.readline(), b"DELETED")
+        deleted = True
+    except greenstalk.NotFoundError:
+        deleted = False
+    try:
+        job_id_s, size = greenstalk._parse_response(client._reader.readline(), b"RESERVED")
+    except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+        return deleted, None
+    body = client._read_chunk(int(size))
+    return deleted, greenstalk.Job(int(job_id_s), body)
+
+
+def job_reserves_and_ttr(conn: Connection, job_id: int) -> tuple[int, int]:
+    """`stats-job`, reading only `reserves` and `ttr` (the full YAML parse costs more than
+    the round trip on the hot path)."""
+    client = conn.client
+    client._sock.sendall(b"stats-job %d\r\n" % job_id)
+    (size,) = greenstalk._parse_response(client._reader.readline(), b"OK")
+    stats = client._read_chunk(int(size))
+    return _stat(stats, b"\nreserves: "), _stat(stats, b"\nttr: ")
+
+
+def _stat(stats: bytes, key: bytes) -> int:
+    start = stats.index(key) + len(key)
+    return int(stats[start:stats.index(b"\n", start)])
+
+
+def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:
+    """Up to `count` ready jobs in one round trip (`reserve-with-timeout 0`, pipelined)."""
+    client = conn.client
+    client._sock.sendall(b"reserve-with-timeout 0\r\n" * count)
+    jobs: list[greenstalk.Job[bytes]] = []
+    for _ in range(count):
+        try:
+            job_id, size = greenstalk._parse_response(client._reader.readline(), b"RESERVED")
+        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+            continue
+        jobs.append(greenstalk.Job(int(job_id), client._read_chunk(int(size))))
+    return jobs
+
+
+def delete_many(conn: Connection, job_ids: Sequence[int]) -> list[int]:
+    """Delete jobs in one round trip; returns the ids the server no longer had."""
+    client = conn.client
+    client._sock.sendall(b"".join(b"delete %d\r\n" % job_id for job_id in job_ids))
+    missing = []
+    for job_id in job_ids:
+        try:
+            greenstalk._parse_response(client._reader.readline(), b"DELETED")
+        except greenstalk.NotFoundError:
+            missing.append(job_id)
+    return missing

@@ -1,0 +1,95 @@
+"""Cancellation of running jobs: each worker watches a control tube of its own.
+
+`bystroq cancel` puts a CancelRequest on `control_tube(worker_id)` on the server the job
+came from (the `worker` field of the job's started event names the worker). The worker
+finds the lease for that job and stops its handler; the slot then publishes `cancelled`
+and deletes the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import greenstalk
+import msgspec
+import structlog
+
+from bystroq.errors import Cancelled
+from bystroq.servers import CONNECTION_ERRORS, Connection, Server
+
+CONTROL_PREFIX = "bystroq.control."
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Stop the job `queueID` on this server, if this worker still runs it."""
+
+    queueID: int
+    submissionID: str | int | None = None
+    reason: str = "cancelled by request"
+
+
+def control_tube(worker_id: str) -> str:
+    return f"{CONTROL_PREFIX}{worker_id}"
+
+
+class ControlListener:
+    """A thread reading the worker's control tube on every server."""
+
+    def __init__(
+        self, servers: Sequence[Server], worker_id: str,
+        cancel: Callable[[Server, int, BaseException], bool],
+    ) -> None:
+        self.conns = [Connection(s, watch=[control_tube(worker_id)]) for s in servers]
+        self.cancel = cancel
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bystroq-control", daemon=True)
+        self.log = structlog.get_logger("bystroq.control").bind(worker=worker_id)
+        self._decoder = msgspec.json.Decoder(CancelRequest)
+
+    def start(self) -> ControlListener:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        single = len(self.conns) == 1
+        while not self._closed.is_set():
+            got = False
+            for conn in self.conns:
+                if not conn.ready():
+                    continue
+                try:
+                    job = conn.client.reserve(1 if single else 0)
+                except greenstalk.TimedOutError:
+                    continue
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+                    continue
+                got = True
+                self._handle(conn, job)
+            if not got and not single:
+                self._closed.wait(0.2)
+            elif not got and not self.conns[0].ready():
+                time.sleep(0.2)
+
+    def _handle(self, conn: Connection, job: greenstalk.Job[bytes]) -> None:
+        try:
+            request = self._decoder.decode(job.body)
+        except msgspec.DecodeError as exc:
+            self.log.error("malformed control message deleted", error=str(exc))
+        else:
+            found = self.cancel(conn.server, request.queueID, Cancelled(request.reason))
+            self.log.info("cancel request", queueID=request.queueID,
+                          submissionID=request.submissionID, running=found)
+        try:
+            conn.client.delete(job)
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=3)
+        for conn in self.conns:
+            conn.close()

@@ -1,0 +1,136 @@
+"""Keeping reservations alive: touch running jobs on a timer; stop a handler whose lease is
+lost or whose time limit passed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import greenstalk
+import structlog
+
+from bystroq.errors import JobTimeout, LeaseLost
+from bystroq.servers import CONNECTION_ERRORS, Reserved
+
+
+def touch_interval_s(ttr: int) -> float:
+    """Touch well before the TTR runs out (beanstalkd warns 1 s before it does)."""
+    return max(0.1, min(ttr / 3, ttr - 1.0))
+
+
+@dataclass(eq=False)
+class Lease:
+    """One running job's reservation, and how to stop its handler."""
+
+    job: Reserved
+    ttr: int
+    stop: Callable[[BaseException], None]
+    timeout_s: float | None = None
+    touched_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.monotonic)
+    stopped: BaseException | None = None
+    # Set (under the connection's lock) once the worker reports the job: no more touches.
+    done: bool = False
+
+    def fresh(self) -> bool:
+        """True while the server certainly still holds the job for us (half the TTR)."""
+        return time.monotonic() - self.touched_at < self.ttr / 2
+
+    def touch(self, final: bool = False) -> bool:
+        """Refresh the TTR; False (and the lease stopped) when the job is no longer ours.
+
+        The keeper's touches stop once the lease is `done`; the worker's `final` one, made
+        just before it reports, does not.
+        """
+        conn = self.job.conn
+        with conn.lock:
+            if self.done and not final:
+                return True
+            at = time.monotonic()
+            try:
+                conn.client.touch(greenstalk.Job(self.job.id, b""))
+            except greenstalk.NotFoundError:
+                self.halt(LeaseLost(f"job {self.job.id} is no longer reserved by this worker"))
+                return False
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)
+                self.halt(LeaseLost(f"connection to {conn.server} lost: {exc}"))
+                return False
+        self.touched_at = at
+        return True
+
+    def halt(self, reason: BaseException) -> None:
+        """Stop the handler for `reason` (first reason wins)."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.stop(reason)
+
+
+class LeaseKeeper:
+    """A thread that touches every running job on time and enforces time limits."""
+
+    def __init__(self, tick_s: float = 0.1, touch_interval_s: float | None = None) -> None:
+        self.tick_s = tick_s
+        self.touch_interval_s = touch_interval_s
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.log = structlog.get_logger("bystroq.lease")
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            was_idle = not self._leases
+            self._leases.add(lease)
+        if self._thread is None:
+            self._start()
+        if was_idle:
+            self._wake.set()
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            return list(self._leases)
+
+    def halt_all(self, reason: BaseException) -> None:
+        for lease in self.leases():
+            lease.halt(reason)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="bystroq-lease-keeper", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.clear()  # before looking, so a lease added after the look wakes us
+            leases = self.leases()
+            if not leases:
+                self._wake.wait(1.0)
+                continue
+            now = time.monotonic()
+            for lease in leases:
+                if lease.stopped is not None or lease.done:
+                    continue
+                if lease.timeout_s is not None and now - lease.started_at > lease.timeout_s:
+                    lease.halt(JobTimeout(f"handler ran past its timeout of {lease.timeout_s}s"))
+                elif now - lease.touched_at >= (
+                    self.touch_interval_s or touch_interval_s(lease.ttr)
+                ):
+                    lease.touch()
+            time.sleep(self.tick_s)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

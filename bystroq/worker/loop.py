@@ -1,0 +1,529 @@
+"""The worker: slots that reserve jobs, run them through the listener, report events.
+
+`Worker.step()` handles one job in the calling thread (tests need no threads or sleeps);
+`Worker.run()` runs `concurrency` slots until stopped, the queue is empty (`burst`), or
+`max_jobs` jobs were taken.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import greenstalk
+import structlog
+
+from bystroq.config import LoadedConfig
+from bystroq.errors import (
+    Cancelled,
+    DecodeError,
+    HandlerDied,
+    HandlerError,
+    JobTimeout,
+    LeaseLost,
+    ShuttingDown,
+)
+from bystroq.messages import (
+    CancelledJobMessage,
+    FailedJobMessage,
+    JobDecoder,
+    ProgressMessage,
+    RetryingJobMessage,
+    encode,
+    stamp,
+)
+from bystroq.progress import ProgressPublisher
+from bystroq.servers import (
+    CONNECTION_ERRORS,
+    Connection,
+    Reserved,
+    Server,
+    connections,
+    delete_then_reserve,
+    job_reserves_and_ttr,
+    servers_of,
+)
+from bystroq.worker.control import ControlListener
+from bystroq.worker.execute import Execution
+from bystroq.worker.lease import Lease, LeaseKeeper
+from bystroq.worker.listener import Listener, default_failed_msg_fn, describe, load_listener
+from bystroq.worker.policy import RetryPolicy, exception_names
+from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
+
+# How long a failed report waits before the job is offered again.
+REPORT_RETRY_DELAY_S = 5
+MULTI_SERVER_POLL_MAX_S = 0.1
+
+
+class Outcome(str, enum.Enum):
+    """What one step did."""
+
+    NONE = "none"  # no job was reserved
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INVALID = "invalid"
+    GAVE_UP = "gave_up"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # shutdown, or an event could not be stored
+    LOST = "lost"  # the reservation was lost; nothing reported
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs (the CLI's flags; the category's config gives the defaults)."""
+
+    concurrency: int | None = None
+    isolation: str | None = None
+    burst: bool = False
+    max_jobs: int | None = None
+    reserve_timeout_s: int = 1
+    drain_timeout_s: float = 30.0
+    worker_id: str | None = None
+    # Overrides the touch timer derived from each job's TTR (tests use it to lose a lease).
+    touch_interval_s: float | None = None
+
+
+def default_worker_id() -> str:
+    """`host.pid`, restricted to the characters a tube name allows."""
+    host = re.sub(r"[^A-Za-z0-9+;.$_()-]", "-", socket.gethostname())[:150]
+    return f"{host}.{os.getpid()}"
+
+
+class Worker:
+    """Runs one category's jobs."""
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        category: str,
+        listener: Listener | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.options = options or WorkerOptions()
+        self.conf = config.category(category)
+        self.category = config.category_name(category)
+        self.listener = listener or load_listener(config.listener_module(category))
+        self.servers = servers_of(config.addresses)
+        self.policy = RetryPolicy.of(self.conf)
+        self.decoder = JobDecoder(self.listener.job_data_type)
+        self.worker_id = self.options.worker_id or default_worker_id()
+        self.concurrency = self.options.concurrency or self.conf.concurrency
+        self.isolation = self.options.isolation or self.conf.isolation
+        self.keeper = LeaseKeeper(touch_interval_s=self.options.touch_interval_s)
+        self.counts: Counter[Outcome] = Counter()
+        self.log = structlog.get_logger("bystroq.worker").bind(
+            tube=self.conf.submission, worker=self.worker_id
+        )
+        self._slots: list[Slot] = []
+        self._claimed = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._drain_deadline: float | None = None
+
+    # -- one job at a time, in the caller's thread -------------------------------------
+
+    def step(self, wait_s: float = 0) -> Outcome:
+        """Reserve one job (waiting up to `wait_s`) and handle it."""
+        slot = self._slot(0)
+        job = slot.reserve(wait_s)
+        outcome = slot.process(job) if job is not None else Outcome.NONE
+        slot.flush()
+        self.counts[outcome] += 1
+        return outcome
+
+    # -- the long-running loop ---------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (SIGTERM/SIGINT, `stop()`), empty in burst mode, or max_jobs."""
+        restore = self._install_signals()
+        control = ControlListener(self.servers, self.worker_id, self.cancel).start()
+        self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
+                      servers=[s.name for s in self.servers])
+        threads = [
+            threading.Thread(target=self._slot_loop, args=(self._slot(i),),
+                             name=f"bystroq-slot-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.1)
+                deadline = self._drain_deadline
+                if deadline is not None and time.monotonic() > deadline:
+                    self.keeper.halt_all(ShuttingDown("drain timeout passed"))
+        finally:
+            restore()
+            control.close()
+            self.close()
+        done = {k.value: v for k, v in self.counts.items() if v}
+        self.log.info("worker stopped", **done)
+        return 0
+
+    def cancel(self, server: Server, queue_id: int, reason: BaseException) -> bool:
+        """Stop the handler of job `queue_id` from `server`, if this worker runs it."""
+        for lease in self.keeper.leases():
+            if lease.job.id == queue_id and lease.job.server == server:
+                lease.halt(reason)
+                return True
+        return False
+
+    def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Stop reserving; running jobs get `drain_timeout_s` to finish, then are released."""
+        timeout = self.options.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        if self._drain_deadline is None or deadline < self._drain_deadline:
+            self._drain_deadline = deadline
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self._stopping.is_set():
+                self.log.warning("second signal: stopping now, releasing running jobs",
+                                 signal=name)
+                self.stop(drain_timeout_s=0)
+                self.keeper.halt_all(ShuttingDown(f"worker stopped by a second {name}"))
+            else:
+                self.log.info("stopping: finishing running jobs", signal=name,
+                              drain_timeout_s=self.options.drain_timeout_s,
+                              running=len(self.keeper.leases()))
+                self.stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _slot_loop(self, slot: Slot) -> None:
+        try:
+            while not self._stopping.is_set():
+                if not self._claim():
+                    return
+                try:
+                    wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
+                    job = slot.reserve(wait_s)
+                except BaseException:
+                    self._unclaim()
+                    raise
+                if job is None:
+                    self._unclaim()
+                    if self.options.burst:
+                        return
+                    continue
+                outcome = slot.process(job)
+                with self._lock:
+                    self.counts[outcome] += 1
+        finally:
+            slot.flush()
+
+    def _claim(self) -> bool:
+        with self._lock:
+            if self.options.max_jobs is not None and self._claimed >= self.options.max_jobs:
+                return False
+            self._claimed += 1
+            return True
+
+    def _unclaim(self) -> None:
+        with self._lock:
+            self._claimed -= 1
+
+    def _slot(self, index: int) -> Slot:
+        while len(self._slots) <= index:
+            self._slots.append(Slot(self, len(self._slots)))
+        return self._slots[index]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def close(self) -> None:
+        """Release what the worker holds: child processes, connections, the keeper."""
+        self.keeper.close()
+        for slot in self._slots:
+            slot.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Slot:
+    """One job at a time: its own connection per server (jobs are bound to the connection
+    that reserved them) and its own runner."""
+
+    def __init__(self, worker: Worker, index: int) -> None:
+        self.worker = worker
+        self.index = index
+        self.conns = connections(
+            worker.servers, use=worker.conf.events, watch=[worker.conf.submission]
+        )
+        self.runner: Runner = (
+            ProcessRunner(worker.listener) if worker.isolation == "process"
+            else InlineRunner(worker.listener)
+        )
+        self._next = 0
+        self._pending_delete: Reserved | None = None
+
+    # -- reserving ---------------------------------------------------------------------
+
+    def reserve(self, wait_s: float) -> Reserved | None:
+        """The next job from any server, waiting up to `wait_s` (0: only what is ready)."""
+        deadline = time.monotonic() + wait_s
+        single = len(self.conns) == 1
+        pause = 0.005
+        while True:
+            for i in range(len(self.conns)):
+                conn = self.conns[(self._next + i) % len(self.conns)]
+                if not conn.ready():
+                    continue
+                timeout = math.ceil(max(0.0, deadline - time.monotonic())) if single else 0
+                with conn.lock:
+                    try:
+                        job = self._reserve_on(conn, timeout)
+                    except CONNECTION_ERRORS as exc:
+                        conn.failed(exc)
+                        continue
+                    if job is None:
+                        continue
+                self._next = (self._next + i + 1) % len(self.conns)
+                return Reserved(job.id, job.body, conn)
+            now = time.monotonic()
+            if now >= deadline or self.worker.stopping:
+                return None
+            if single and self.conns[0].ready():
+                continue
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, MULTI_SERVER_POLL_MAX_S)
+
+    def _reserve_on(self, conn: Connection, timeout: int) -> greenstalk.Job[bytes] | None:
+        """Reserve over `conn`; a completed job's delete still owed on it rides along."""
+        pending, self._pending_delete = self._pending_delete, None
+        if pending is not None and pending.conn is conn:
+            deleted, job = delete_then_reserve(conn, pending.id, timeout)
+            if not deleted:
+                self._delete_missed(pending)
+            return job
+        if pending is not None:
+            with pending.conn.lock:
+                self._job_command(pending, "delete")
+        try:
+            return conn.client.reserve(timeout)
+        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+            return None
+
+    def flush(self) -> None:
+        """Send a delete still owed for the last completed job."""
+        pending, self._pending_delete = self._pending_delete, None
+        if pending is not None:
+            with pending.conn.lock:
+                self._job_command(pending, "delete")
+
+    def _delete_missed(self, job: Reserved) -> None:
+        self.worker.log.warning("delete after the event: job no longer ours", queueID=job.id)
+
+    # -- handling one job --------------------------------------------------------------
+
+    def process(self, job: Reserved) -> Outcome:
+        """Validate, run and report one reserved job."""
+        worker, conn = self.worker, job.conn
+        reserved_at = time.monotonic()
+        try:
+            with conn.lock:
+                attempt, ttr = job_reserves_and_ttr(conn, job.id)
+        except greenstalk.NotFoundError:
+            return Outcome.LOST
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)
+            return Outcome.LOST
+        fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
+                                  "worker": worker.worker_id}
+        try:
+            data = worker.decoder.decode(job.body)
+        except DecodeError as exc:
+            worker.log.warning("invalid job buried", queueID=job.id, submissionID=None,
+                               attempt=attempt, reason=str(exc), server=job.server.name)
+            message = self._failed_message(None, job.id, exc)
+            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury")
+            return Outcome.INVALID
+        log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        if attempt > worker.policy.reserve_cap:
+            reason = (f"gave up after {attempt - 1} attempts (max_attempts "
+                      f"{worker.policy.reserve_cap}); buried for inspection")
+            log.error("poison job buried", reason=reason)
+            message = FailedJobMessage(submissionID=data.submissionID, reason=reason)
+            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury")
+            return Outcome.GAVE_UP
+
+        started = stamp(worker.listener.submit_msg_fn(data), **fields, at=time.time(), seq=0)
+        if not self._put(job, encode(started), log):
+            return Outcome.RELEASED
+        publisher = ProgressPublisher(
+            job.server.host, job.server.port, worker.conf.events,
+            ProgressMessage(submissionID=data.submissionID, **fields),
+            sender=self._progress_sender(conn),
+        )
+        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
+                      touched_at=reserved_at)
+        worker.keeper.add(lease)
+        error: BaseException | None
+        try:
+            execution, error = self.runner.run(data, job.body, publisher, fields)
+        except LeaseLost as exc:
+            log.warning("lease lost: nothing reported for this attempt", reason=str(exc))
+            return Outcome.LOST
+        except ShuttingDown as exc:
+            return self._release(job, log, str(exc))
+        except Cancelled as exc:
+            message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
+            seq = publisher.last_seq + 1
+            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "delete")
+            log.info("job cancelled", reason=str(exc))
+            return Outcome.CANCELLED
+        except (JobTimeout, HandlerDied) as exc:
+            execution, error = Execution(error=describe(exc), error_names=exception_names(exc),
+                                         last_seq=publisher.last_seq), exc
+        finally:
+            worker.keeper.remove(lease)
+            with conn.lock:
+                lease.done = True
+        if isinstance(lease.stopped, LeaseLost) or not self._still_ours(lease):
+            log.warning("lease lost: nothing reported for this attempt")
+            return Outcome.LOST
+        duration_s = round(time.monotonic() - reserved_at, 6)
+        if execution.completed is not None:
+            # The delete is sent with the next reserve (one round trip for both).
+            if self._put(job, execution.completed, log):
+                self._pending_delete = job
+                log.info("job completed", duration_s=duration_s)
+            return Outcome.COMPLETED
+        return self._failed(job, data, execution, error, fields, log, attempt)
+
+    def _failed(
+        self, job: Reserved, data: Any, execution: Execution, error: BaseException | None,
+        fields: dict[str, Any], log: Any, attempt: int,
+    ) -> Outcome:
+        reason = execution.error or "handler failed"
+        delay = self.worker.policy.retry_delay(
+            attempt, execution.error_names, execution.retry_delay_s, execution.retry_requested
+        )
+        seq = execution.last_seq + 1
+        if delay is not None:
+            message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
+                                         delay_s=delay)
+            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "release",
+                         delay=delay)
+            log.warning("job will be retried", reason=reason, delay_s=delay)
+            return Outcome.RETRYING
+        exc = error if error is not None else HandlerError(reason)
+        message = self._failed_message(data, job.id, exc)
+        self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "bury")
+        log.error("job failed", reason=reason)
+        return Outcome.FAILED
+
+    def _failed_message(self, data: Any, queue_id: int, exc: BaseException) -> Any:
+        try:
+            return self.worker.listener.failed_msg_fn(data, queue_id, exc)
+        except Exception as fn_exc:
+            self.worker.log.error("failed_msg_fn raised; using the default failed message",
+                                  queueID=queue_id, error=describe(fn_exc))
+            return default_failed_msg_fn(data, queue_id, exc)
+
+    # -- talking to the server the job came from ---------------------------------------
+
+    def _still_ours(self, lease: Lease) -> bool:
+        """Touch once more before reporting, unless the reservation is certainly fresh."""
+        return lease.fresh() or lease.touch(final=True)
+
+    def _put(self, job: Reserved, body: bytes, log: Any) -> bool:
+        """Put an event; on a server refusal the job is released to be tried later."""
+        conn = job.conn
+        with conn.lock:
+            try:
+                conn.client.put(body)
+                return True
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # the server releases the job when the connection closes
+                log.warning("event not stored: connection lost", error=str(exc))
+                return False
+            except greenstalk.BeanstalkdError as exc:
+                log.error("event not stored: job released for later",
+                          error=type(exc).__name__, delay_s=REPORT_RETRY_DELAY_S)
+                self._job_command(job, "release", REPORT_RETRY_DELAY_S)
+                return False
+
+    def _report(self, job: Reserved, message: Any, action: str, delay: int = 0) -> bool:
+        """Put the event, then delete/bury/release the job; never delete without the event."""
+        log = self.worker.log.bind(queueID=job.id)
+        body = message if isinstance(message, bytes) else encode(message)
+        if not self._put(job, body, log):
+            return False
+        with job.conn.lock:
+            return self._job_command(job, action, delay)
+
+    def _job_command(self, job: Reserved, action: str, delay: int = 0) -> bool:
+        conn, ref = job.conn, greenstalk.Job(job.id, b"")
+        try:
+            if action == "delete":
+                conn.client.delete(ref)
+            elif action == "bury":
+                conn.client.bury(ref)
+            else:
+                conn.client.release(ref, delay=delay)
+            return True
+        except greenstalk.NotFoundError:
+            if action == "delete":
+                self._delete_missed(job)
+            else:
+                self.worker.log.warning(f"{action} after the event: job no longer ours",
+                                        queueID=job.id)
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)
+            self.worker.log.warning(f"{action} after the event: connection lost",
+                                    queueID=job.id, error=str(exc))
+        return False
+
+    def _release(self, job: Reserved, log: Any, reason: str) -> Outcome:
+        with job.conn.lock:
+            self._job_command(job, "release", 0)
+        log.info("job released for another worker", reason=reason)
+        return Outcome.RELEASED
+
+    def _progress_sender(self, conn: Connection) -> Callable[[str, bytes], None]:
+        def send(tube: str, body: bytes) -> None:
+            with conn.lock:
+                try:
+                    conn.use_tube(tube).put(body)
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+                    raise
+
+        return send
+
+    def close(self) -> None:
+        self.flush()
+        self.runner.close()
+        for conn in self.conns:
+            with conn.lock:
+                conn.close()

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bystroq.cli import main
+from bystroq.config import LoadedConfig
+from bystroq.testing import Beanstalkd, config_text
+from tests.conftest import Tubes
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, server: Beanstalkd, prefix: str) -> Path:
+    path = tmp_path / "beanstalk.yml"
+    path.write_text(config_text([server.address], prefix=prefix))
+    return path
+
+
+@pytest.fixture
+def run(config_file: Path) -> object:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(main, ["--config", str(config_file), *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_submit_json_and_listen_burst(run: object, config: LoadedConfig, tubes: Tubes) -> None:
+    assert callable(run)
+    code, out, _ = run("submit", "--tube", "echo", "--json", '{"submissionID": 9, "message": "m"}')
+    assert code == 0
+    handle = json.loads(out)
+    assert handle["submissionID"] == 9 and handle["tube"] == config.category("echo").submission
+    code, out, err = run("listen", "--tube", "echo", "--burst")
+    assert code == 0, err
+    events = tubes.events(config.category("echo").events)
+    assert [(e["event"], e["queueID"]) for e in events] == [
+        ("started", handle["queueID"]), ("completed", handle["queueID"])]
+
+
+def test_submit_file_reports_the_bad_line_and_submits_nothing(
+    run: object, tmp_path: Path, config: LoadedConfig, tubes: Tubes
+) -> None:
+    assert callable(run)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"submissionID": 1}\n\n{"submissionID": 2, "sleep_s": "x"}\n')
+    code, _, err = run("submit", "--tube", "echo", "--file", str(jobs))
+    assert code == 2
+    assert f"{jobs}:3: field `sleep_s`" in err and "nothing was submitted" in err
+    assert tubes.counts(config.category("echo").submission)["ready"] == 0
+    jobs.write_text('{"submissionID": 1}\n{"submissionID": 2}\n')
+    code, out, _ = run("submit", "--tube", "echo", "--file", str(jobs))
+    assert code == 0 and len(out.splitlines()) == 2
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+
+
+def test_submit_needs_exactly_one_source(run: object) -> None:
+    assert callable(run)
+    code, _, err = run("submit", "--tube", "echo")
+    assert code == 2 and "exactly one of --json or --file" in err
+
+
+def test_unknown_tube_is_one_clear_line(run: object) -> None:
+    assert callable(run)
+    code, _, err = run("submit", "--tube", "nope", "--json", "{}")
+    assert code == 2
+    assert err.startswith("error: ") and "known categories: annotation, echo" in err
+    assert "Traceback" not in err
+
+
+def test_stats_peek_kick(run: object, config: LoadedConfig, tubes: Tubes) -> None:
+    assert callable(run)
+    run("submit", "--tube", "echo", "--json", '{"submissionID": 1, "fail": "x"}')
+    code, out, _ = run("stats")
+    row = next(line.split() for line in out.splitlines()
+               if line.split()[1:2] == [config.category("echo").submission])
+    assert row[2:7] == ["1", "0", "0", "0", "0"]
+    code, out, _ = run("peek", "--tube", "echo")
+    assert code == 0 and '{"submissionID": 1, "fail": "x"}' in out
+    run("listen", "--tube", "echo", "--burst")
+    code, out, _ = run("peek", "--tube", "echo", "--state", "buried")
+    assert "reserves 1" in out
+    code, out, _ = run("kick", "--tube", "echo")
+    assert out.strip().endswith("kicked 1")
+    assert tubes.counts(config.category("echo").submission)["ready"] == 1
+
+
+def test_events_prints_one_line_each(run: object, config: LoadedConfig) -> None:
+    assert callable(run)
+    run("submit", "--tube", "echo", "--json", '{"submissionID": "a", "message": "hello"}')
+    run("listen", "--tube", "echo", "--burst")
+    code, out, _ = run("events", "--tube", "echo")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert " started " in lines[0] and lines[1].split()[1:3] == ["completed", "a"]
+    assert 'message="hello"' in lines[1]
+    run("submit", "--tube", "echo", "--json", '{"submissionID": "b"}')
+    run("listen", "--tube", "echo", "--burst")
+    code, out, _ = run("events", "--tube", "echo", "--json")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["started", "completed"]
+
+
+def test_real_listen_subprocess(config_file: Path, config: LoadedConfig, tubes: Tubes) -> None:
+    env = {**os.environ, "BYSTROQ_CONFIG": str(config_file)}
+    submit = [sys.executable, "-m", "bystroq", "submit", "--tube", "echo", "--json"]
+    for i in range(3):
+        subprocess.run([*submit, json.dumps({"submissionID": i})], env=env, check=True,
+                       capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bystroq", "--json-logs", "listen", "--tube", "echo", "--burst"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    logs = [json.loads(line) for line in done.stderr.splitlines()]
+    completed = [entry for entry in logs if entry["event"] == "job completed"]
+    assert len(completed) == 3
+    assert all({"tube", "queueID", "submissionID", "attempt"} <= set(e) for e in completed)
+    events = tubes.events(config.category("echo").events)
+    assert sorted(e["submissionID"] for e in events if e["event"] == "completed") == [0, 1, 2]

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bystroq import config
+from bystroq.errors import ConfigError, UnknownCategory
+
+BYSTRO_FILE = """\
+beanstalkd:
+  addresses:
+    - 10.0.0.5:11300
+    - 10.0.0.6:11301
+  tubes:
+    annotation:
+      submission: annotation
+      events: annotation_events
+    saveFromQuery:
+      submission: saveFromQuery
+      events: saveFromQuery_events
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, source="conf.yml")
+    return str(info.value)
+
+
+def test_bystro_file_loads_unchanged() -> None:
+    loaded = config.parse(BYSTRO_FILE, "conf.yml")
+    assert loaded.addresses == [("10.0.0.5", 11300), ("10.0.0.6", 11301)]
+    assert loaded.category("annotation").events == "annotation_events"
+    assert loaded.category("saveFromQuery").ttr == 60
+    assert loaded.listener_module("annotation") == "listeners.annotation"
+
+
+def test_optional_keys() -> None:
+    text = BYSTRO_FILE.replace(
+        "      events: annotation_events\n",
+        "      events: annotation_events\n      listener: mypkg.annot\n      ttr: 5\n"
+        "      max_attempts: 4\n      retry: {base_s: 2, max_s: 60, on: [TimeoutError]}\n"
+        "      timeout: 30\n      concurrency: 8\n      isolation: process\n",
+    ) + "records: sqlite:///records.db\n"
+    loaded = config.parse(text, "conf.yml")
+    cat = loaded.category("annotation")
+    assert (cat.listener, cat.ttr, cat.max_attempts, cat.timeout) == ("mypkg.annot", 5, 4, 30)
+    assert cat.retry is not None and cat.retry.on == ["TimeoutError"]
+    assert (cat.concurrency, cat.isolation) == (8, "process")
+    assert loaded.config.records == "sqlite:///records.db"
+
+
+def test_missing_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yml: config file not found; copy"):
+        config.load(tmp_path / "nope.yml")
+
+
+def test_bad_yaml() -> None:
+    assert error_of("beanstalkd: [\n").startswith("conf.yml: not valid YAML")
+
+
+def test_unknown_key_lists_the_expected_ones() -> None:
+    text = BYSTRO_FILE.replace("      events: annotation_events\n",
+                               "      events: annotation_events\n      tt: 5\n")
+    message = error_of(text)
+    assert "conf.yml: unknown key `beanstalkd.tubes.annotation.tt`" in message
+    assert "expected one of: submission, events" in message
+
+
+def test_unknown_top_level_key() -> None:
+    assert "unknown key `beanstalk`" in error_of("beanstalk: {}\n")
+
+
+def test_address_without_port() -> None:
+    message = error_of(BYSTRO_FILE.replace("10.0.0.5:11300", "10.0.0.5"))
+    assert "key `beanstalkd.addresses`" in message
+    assert "'10.0.0.5' is not `host:port`" in message
+
+
+def test_category_without_events() -> None:
+    text = BYSTRO_FILE.replace("      events: saveFromQuery_events\n", "")
+    assert error_of(text) == "conf.yml: missing key `beanstalkd.tubes.saveFromQuery.events`"
+
+
+def test_wrong_type() -> None:
+    text = BYSTRO_FILE.replace("      events: annotation_events\n",
+                               "      events: annotation_events\n      ttr: soon\n")
+    assert "key `beanstalkd.tubes.annotation.ttr`: expected `int`, got `str`" in error_of(text)
+
+
+def test_not_a_mapping() -> None:
+    assert "expected a mapping" in error_of("- a\n- b\n")
+
+
+def test_unknown_category_lists_known_ones() -> None:
+    loaded = config.parse(BYSTRO_FILE, "conf.yml")
+    with pytest.raises(UnknownCategory, match="known categories: annotation, saveFromQuery"):
+        loaded.category("nope")
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    builtin = config.load()
+    assert builtin.addresses == [("127.0.0.1", 11300)]
+    assert set(builtin.config.beanstalkd.tubes) == {"annotation", "echo"}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/beanstalk.yml").write_text(BYSTRO_FILE)
+    assert config.load().source == "config/beanstalk.yml"
+    env_file = tmp_path / "env.yml"
+    env_file.write_text(BYSTRO_FILE.replace("11300", "11999"))
+    monkeypatch.setenv(config.ENV_VAR, str(env_file))
+    assert config.load().addresses[0] == ("10.0.0.5", 11999)
+    explicit = tmp_path / "explicit.yml"
+    explicit.write_text(BYSTRO_FILE.replace("10.0.0.5", "10.9.9.9"))
+    assert config.load(explicit).addresses[0] == ("10.9.9.9", 11300)
+
+
+def test_clean_template_is_the_builtin_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = Path(__file__).parent.parent / "config" / "beanstalk.clean.yml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    assert config.load().config == config.parse(template.read_text()).config

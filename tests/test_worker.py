@@ -1,0 +1,345 @@
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import greenstalk
+import pytest
+
+from bystroq import (
+    BaseMessage,
+    CompletedJobMessage,
+    Outcome,
+    Producer,
+    SubmittedJobMessage,
+    Worker,
+    WorkerOptions,
+    listen,
+)
+from bystroq.config import LoadedConfig
+from bystroq.progress import ProgressPublisher
+from bystroq.testing import Beanstalkd, config_for, wait_until
+from bystroq.worker import Listener, load_listener
+from listeners.annotation import AnnotationJobData
+from listeners.echo import EchoJob
+from tests.conftest import Tubes
+
+
+def events_tube(config: LoadedConfig, category: str = "echo") -> str:
+    return config.category(category).events
+
+
+def test_happy_path_events_in_order_and_job_gone(config: LoadedConfig, tubes: Tubes) -> None:
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="s1", message="hi", progress=3))
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.COMPLETED
+        assert worker.step() is Outcome.NONE
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["started", "progress", "progress", "progress",
+                                            "completed"]
+    assert [e["seq"] for e in events] == [0, 1, 2, 3, 4]
+    assert [e["data"] for e in events[1:4]] == [{"progress": n, "skipped": 0} for n in (1, 2, 3)]
+    assert all(e["submissionID"] == "s1" and e["queueID"] == handle.job_id and e["attempt"] == 1
+               for e in events)
+    assert events[-1]["message"] == "hi"
+    assert tubes.counts(config.category("echo").submission) == {
+        "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+    with tubes.client() as client, pytest.raises(greenstalk.NotFoundError):
+        client.peek(handle.job_id)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"submissionID": 1, "message": ', "body is not valid JSON"),
+    (b'{"submissionID": 1, "sleep_s": "long"}', "field `sleep_s`: Expected `float`"),
+    (b'{"message": "no id"}', "missing required field `submissionID`"),
+])
+def test_invalid_job_is_buried_with_queue_id_and_worker_goes_on(
+    config: LoadedConfig, tubes: Tubes, body: bytes, reason: str
+) -> None:
+    with Producer(config) as producer:
+        bad = producer.submit("echo", body)
+        producer.submit("echo", EchoJob(submissionID="next"))
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.INVALID
+        assert worker.step() is Outcome.COMPLETED
+    events = tubes.events(events_tube(config))
+    assert events[0]["event"] == "failed" and events[0]["queueID"] == bad.job_id
+    assert "submissionID" not in events[0]
+    assert reason in str(events[0]["reason"]) and "job type EchoJob" in str(events[0]["reason"])
+    assert [e["event"] for e in events[1:]] == ["started", "completed"]
+    with tubes.client(use=config.category("echo").submission) as client:
+        assert client.peek_buried().id == bad.job_id
+
+
+@pytest.mark.parametrize(("job", "reason"), [
+    (EchoJob(submissionID=1, fail="boom"), "RuntimeError: boom"),
+    (EchoJob(submissionID=1, fail_completed=True),
+     "ValueError: completed_msg_fn was asked to fail"),
+])
+def test_failures_publish_failed_and_bury(
+    config: LoadedConfig, tubes: Tubes, job: EchoJob, reason: str
+) -> None:
+    with Producer(config) as producer:
+        handle = producer.submit("echo", job)
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["started", "failed"]
+    assert events[1]["reason"] == reason and events[1]["submissionID"] == 1
+    assert tubes.counts(config.category("echo").submission)["buried"] == 1
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "buried"
+
+
+def test_long_job_outlives_short_ttr_and_runs_once(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """A 2 s TTR job running 6 s: touched on time, never handed to anyone else."""
+    with Producer(config) as producer:
+        producer.submit("echo", EchoJob(submissionID="long", sleep_s=6), ttr=2)
+    stolen: list[int] = []
+    done, running = threading.Event(), threading.Event()
+    echo = load_listener("listeners.echo")
+
+    def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
+        running.set()
+        return str(echo.handler_fn(publisher, job))
+
+    listener = Listener(EchoJob, handler, echo.submit_msg_fn, echo.completed_msg_fn)
+
+    def rival() -> None:
+        assert running.wait(20)
+        with tubes.client(watch=config.category("echo").submission) as client:
+            while not done.is_set():
+                with contextlib.suppress(greenstalk.TimedOutError):
+                    stolen.append(client.reserve(1).id)
+
+    thread = threading.Thread(target=rival)
+    thread.start()
+    try:
+        with Worker(config, "echo", listener) as worker:
+            assert worker.step() is Outcome.COMPLETED
+    finally:
+        done.set()
+        thread.join()
+    assert stolen == []
+    events = tubes.events(events_tube(config))
+    assert [(e["event"], e["attempt"]) for e in events] == [("started", 1), ("completed", 1)]
+
+
+def test_lost_lease_reports_nothing(config: LoadedConfig, tubes: Tubes) -> None:
+    """The TTR runs out (no touching), someone else deletes the job: no result is sent."""
+    deleted = threading.Event()
+    echo = load_listener("listeners.echo")
+
+    def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
+        assert deleted.wait(20)
+        return "too late"
+
+    listener = Listener(EchoJob, handler, echo.submit_msg_fn, echo.completed_msg_fn)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="lost"), ttr=1)
+
+    def thief() -> None:
+        submission = config.category("echo").submission
+        wait_until(lambda: tubes.counts(submission)["reserved"] == 1)
+        with tubes.client(watch=submission) as client:
+            job = client.reserve(10)
+            assert job.id == handle.job_id
+            client.delete(job)
+        deleted.set()
+
+    thread = threading.Thread(target=thief)
+    thread.start()
+    with Worker(config, "echo", listener, WorkerOptions(touch_interval_s=3600)) as worker:
+        assert worker.step() is Outcome.LOST
+    thread.join()
+    assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+def test_two_servers_all_jobs_processed(
+    two_configs: LoadedConfig, server: Beanstalkd, second_server: Beanstalkd
+) -> None:
+    with Producer(two_configs) as producer:
+        handles = [producer.submit("echo", EchoJob(submissionID=i)) for i in range(20)]
+    assert {h.server.port for h in handles} == {server.port, second_server.port}
+    with Worker(two_configs, "echo", options=WorkerOptions(burst=True)) as worker:
+        worker.run()
+    assert worker.counts[Outcome.COMPLETED] == 20
+    completed = []
+    for address in (server.address, second_server.address):
+        events = Tubes(address).events(two_configs.category("echo").events)
+        completed += [e["submissionID"] for e in events if e["event"] == "completed"]
+        # Events go back to the server the job came from.
+        assert {e["queueID"] for e in events} <= {
+            h.job_id for h in handles if h.server.name == address}
+    assert sorted(completed) == list(range(20))
+
+
+def test_concurrency_overlaps_four_jobs(config: LoadedConfig, tubes: Tubes) -> None:
+    """Four handlers meet at a barrier: only possible if all four run at once."""
+    barrier = threading.Barrier(4, timeout=20)
+    echo = load_listener("listeners.echo")
+
+    def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
+        barrier.wait()
+        return "met"
+
+    listener = Listener(EchoJob, handler, echo.submit_msg_fn, echo.completed_msg_fn)
+    with Producer(config) as producer:
+        for i in range(4):
+            producer.submit("echo", EchoJob(submissionID=i))
+    options = WorkerOptions(concurrency=4, max_jobs=4)
+    with Worker(config, "echo", listener, options) as worker:
+        assert worker.run() == 0
+    assert worker.counts[Outcome.COMPLETED] == 4
+    assert not barrier.broken
+
+
+def test_process_isolation_survives_os_exit(config: LoadedConfig, tubes: Tubes) -> None:
+    with Producer(config) as producer:
+        producer.submit("echo", EchoJob(submissionID="crash", exit_code=3))
+        producer.submit("echo", EchoJob(submissionID="after", message="still here"))
+    with Worker(config, "echo", options=WorkerOptions(isolation="process")) as worker:
+        assert worker.step() is Outcome.FAILED
+        assert worker.step() is Outcome.COMPLETED
+    events = tubes.events(events_tube(config))
+    assert [(e["submissionID"], e["event"]) for e in events] == [
+        ("crash", "started"), ("crash", "failed"), ("after", "started"), ("after", "completed")]
+    assert events[1]["reason"] == "HandlerDied: handler process exited with exit code 3"
+    assert events[3]["message"] == "still here"
+
+
+def test_process_isolation_reuses_its_child(config: LoadedConfig, tubes: Tubes) -> None:
+    with Producer(config) as producer:
+        for i in range(3):
+            producer.submit("echo", EchoJob(submissionID=i, progress=2))
+    with Worker(config, "echo", options=WorkerOptions(isolation="process")) as worker:
+        pids = set()
+        for _ in range(3):
+            assert worker.step() is Outcome.COMPLETED
+            runner = worker._slot(0).runner
+            pids.add(runner.pid)
+    assert len(pids) == 1
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events[:4]] == ["started", "progress", "progress", "completed"]
+    assert [e["seq"] for e in events[:4]] == [0, 1, 2, 3]
+
+
+def test_process_isolation_kills_handler_when_lease_lost(
+    config: LoadedConfig, tubes: Tubes, tmp_path: Path
+) -> None:
+    """With the lease gone, the child (and its own children) are killed at once."""
+    with Producer(config) as producer:
+        producer.submit("echo", EchoJob(submissionID="slow", sleep_s=60), ttr=1)
+
+    def thief() -> None:
+        submission = config.category("echo").submission
+        wait_until(lambda: tubes.counts(submission)["reserved"] == 1)
+        with tubes.client(watch=submission) as client:
+            client.delete(client.reserve(10))
+
+    thread = threading.Thread(target=thief)
+    thread.start()
+    options = WorkerOptions(isolation="process", touch_interval_s=2.0)
+    with Worker(config, "echo", options=options) as worker:
+        assert worker.step() is Outcome.LOST
+    thread.join()
+    assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+# A Bystro-style listener, run through listen() with Bystro's own arguments.
+class BystroJob(BaseMessage, frozen=True, kw_only=True):
+    inputFilePath: str
+
+
+class BystroDone(CompletedJobMessage, frozen=True, kw_only=True):
+    results: dict[str, Any]
+
+
+def test_bystro_style_listen(server: Beanstalkd, prefix: str, tubes: Tubes) -> None:
+    yaml_conf = {"addresses": [server.address],
+                 "tubes": {"annotation": {"submission": f"{prefix}annotation",
+                                          "events": f"{prefix}annotation_events"}}}
+
+    def handler_fn(publisher: ProgressPublisher, job: BystroJob) -> dict[str, Any]:
+        from bystroq import get_progress_reporter
+        reporter = get_progress_reporter(publisher)
+        reporter.increment(10, force=True)
+        return {"path": job.inputFilePath}
+
+    with tubes.client(use=f"{prefix}annotation") as client:
+        client.put(b'{"submissionID": 42, "inputFilePath": "/data/x.vcf"}')
+    code = listen(BystroJob, handler_fn, lambda job: SubmittedJobMessage(
+        submissionID=job.submissionID), lambda job, result: BystroDone(
+        submissionID=job.submissionID, results=result), yaml_conf, "annotation", burst=True)
+    assert code == 0
+    events = tubes.events(f"{prefix}annotation_events")
+    assert [e["event"] for e in events] == ["started", "progress", "completed"]
+    assert events[1]["data"] == {"progress": 10, "skipped": 0}
+    assert events[2]["results"] == {"path": "/data/x.vcf"}
+
+
+def test_annotation_listener_reports_totals(
+    config: LoadedConfig, tubes: Tubes, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.tsv"
+    rows = ["#chrom\tpos\tref\talt", "chr1\t100\tA\tG", "chr1\t200\tC\tA", "chr2\t5\tAT\tA",
+            "chr2\tx\tA\tG", "short"]
+    source.write_text("\n".join(rows) + "\n")
+    job = AnnotationJobData(submissionID=1, inputFilePath=str(source),
+                            outputBasePath=str(tmp_path / "out" / "run1"))
+    with Producer(config) as producer:
+        producer.submit("annotation", job)
+    with Worker(config, "annotation") as worker:
+        assert worker.step() is Outcome.COMPLETED
+    events = tubes.events(events_tube(config, "annotation"))
+    assert events[-1]["results"] == {"records": 5, "annotated": 3, "skipped": 2,
+                                     "outputFile": str(tmp_path / "out/run1.annotation.tsv")}
+    # The last count always reaches the server (flushed after the handler).
+    progress = [e["data"] for e in events if e["event"] == "progress"]
+    assert progress[-1] == {"progress": 3, "skipped": 2}
+    out = (tmp_path / "out/run1.annotation.tsv").read_text().splitlines()
+    assert out[1:] == ["chr1\t100\tA\tG\tSNP\ttransition", "chr1\t200\tC\tA\tSNP\ttransversion",
+                       "chr2\t5\tAT\tA\tDEL\t"]
+
+
+def test_max_jobs_stops_the_loop(config: LoadedConfig, tubes: Tubes) -> None:
+    with Producer(config) as producer:
+        for i in range(5):
+            producer.submit("echo", EchoJob(submissionID=i))
+    with Worker(config, "echo", options=WorkerOptions(max_jobs=3)) as worker:
+        assert worker.run() == 0
+    assert worker.counts[Outcome.COMPLETED] == 3
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+
+
+def test_worker_waits_out_a_server_that_is_down(prefix: str, tubes: Tubes) -> None:
+    dead = Beanstalkd()  # never started: nothing listens on its port
+    live = Beanstalkd().start()
+    try:
+        config = config_for([dead.address, live.address], prefix=prefix)
+        with Producer(config) as producer:
+            for i in range(4):
+                producer.submit("echo", EchoJob(submissionID=i))
+        with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+            worker.run()
+        assert worker.counts[Outcome.COMPLETED] == 4
+    finally:
+        live.kill()
+
+
+def test_unknown_category_is_a_clear_error(config: LoadedConfig) -> None:
+    from bystroq.errors import UnknownCategory
+    with pytest.raises(UnknownCategory, match="known categories: annotation, echo"):
+        Worker(config, "nope")
+
+
+def test_wait_until_polls() -> None:
+    box: list[int] = []
+    threading.Timer(0.05, lambda: box.append(1)).start()
+    wait_until(lambda: box, timeout_s=5)
+    assert box == [1]
