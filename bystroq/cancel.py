@@ -6,7 +6,11 @@ import enum
 
 import greenstalk
 
+from bystroq.config import parse_address
+from bystroq.errors import BystroqError
 from bystroq.messages import encode
+from bystroq.records.model import FINAL_STATES
+from bystroq.records.sql import SQLStore
 from bystroq.servers import Connection, Server
 from bystroq.worker.control import CancelRequest, control_tube
 
@@ -42,3 +46,28 @@ def cancel_job(
         return CancelResult.REQUESTED
     finally:
         conn.close()
+
+
+def cancel_submission(store: SQLStore, submission_id: str,
+                      reason: str = "cancelled by request") -> str:
+    """Cancel a submission by its record; returns what happened, in a sentence."""
+    record = store.get(submission_id)
+    if record is None:
+        raise BystroqError(f"no submission {submission_id!r} in {store.url}")
+    if record.state in FINAL_STATES:
+        raise BystroqError(f"{submission_id}: already {record.state}; nothing to cancel")
+    if record.server is None or record.queue_id is None:
+        raise BystroqError(f"{submission_id}: the record has no queueID yet; try again")
+    host, port = parse_address(record.server)
+    result = cancel_job(Server(host, port), record.queue_id, record.worker,
+                        record.submission_id, reason)
+    if result is CancelResult.DELETED:
+        store.record_event(submission_id, "cancelled", reason)
+        return f"{submission_id}: cancelled; job {record.queue_id} deleted, it will not run"
+    if result is CancelResult.REQUESTED:
+        return (f"{submission_id}: cancel sent to worker {record.worker}; the record turns "
+                f"cancelled when its event is consumed")
+    raise BystroqError(
+        f"{submission_id}: job {record.queue_id} is no longer on {record.server} "
+        f"(it may have just finished; see `bystroq status {submission_id}`)"
+    )

@@ -6,6 +6,7 @@ Each scenario starts its own beanstalkd servers and worker processes and stops t
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import sys
@@ -148,6 +149,10 @@ def _submit(run: Run, count: int, **fields: object) -> list[object]:
     return ids
 
 
+def _done_at_least(run: Run, ids: Sequence[object], count: int) -> bool:
+    return sum(1 for i in ids if run.completed[i]) >= count
+
+
 def killed_workers(jobs: int = 300, kills: int = 3) -> Report:
     """Two workers, ~50 ms jobs; one worker is SIGKILLed `kills` times and restarted."""
     with _run(1) as run:
@@ -157,7 +162,7 @@ def killed_workers(jobs: int = 300, kills: int = 3) -> Report:
         victim = run.worker()
         for k in range(kills):
             target = jobs * (k + 1) // (kills + 2)
-            run.wait_for(lambda t=target: sum(1 for i in ids if run.completed[i]) >= t, 60)
+            run.wait_for(functools.partial(_done_at_least, run, ids, target), 60)
             victim.kill()
             victim.wait()
             victim = run.worker()

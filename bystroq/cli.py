@@ -59,6 +59,17 @@ def main(ctx: click.Context, config_path: str | None, json_logs: bool, log_level
     log.configure(json=json_logs, level=log_level)
 
 
+def _records_url(state: State, url: str | None) -> str:
+    from bystroq.records import DEFAULT_URL
+
+    return url or state.config().config.records or DEFAULT_URL
+
+
+records_option = click.option(
+    "--records", "records_url", help="Records store URL: sqlite:///path.db or "
+    "postgresql://... (default: the config's `records:`, else sqlite:///bystroq.db).")
+
+
 @main.command()
 @click.option("--tube", required=True, help="Category (or its submission tube) to work on.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Jobs at once in this process.")
@@ -88,9 +99,11 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
 @click.option("--priority", type=click.IntRange(0, 2**32 - 1), default=2**16, show_default=True)
 @click.option("--delay", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--ttr", type=click.IntRange(min=1), help="Seconds a reservation lasts.")
+@records_option
+@click.option("--no-records", is_flag=True, help="Do not write queued records.")
 @pass_state
 def submit(state: State, tube: str, json_text: str | None, file: Path | None, priority: int,
-           delay: int, ttr: int | None) -> None:
+           delay: int, ttr: int | None, records_url: str | None, no_records: bool) -> None:
     """Submit jobs: one with --json, or a JSON-lines --file (checked whole before any put)."""
     if (json_text is None) == (file is None):
         raise click.UsageError("give exactly one of --json or --file")
@@ -102,7 +115,10 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
         assert file is not None
         bodies = [_checked(decoder, line, f"{file}:{number}")
                   for number, line in _lines(file)]
-    with Producer(config) as producer:
+    from bystroq.records import open_store
+
+    store = None if no_records else open_store(_records_url(state, records_url))
+    with Producer(config, recorder=store) as producer:
         for done, (body, submission_id) in enumerate(bodies):
             try:
                 handle = producer.submit(tube, body, priority=priority, delay=delay, ttr=ttr)
@@ -112,6 +128,8 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
                 ) from None
             click.echo(json.dumps({"queueID": handle.job_id, "server": handle.server.name,
                                    "tube": handle.tube, "submissionID": submission_id}))
+    if store is not None:
+        store.close()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -243,17 +261,6 @@ def format_event(server: str, event: dict[str, Any] | bytes) -> str:
 
 
 # -- records: consumer and queries ------------------------------------------------------
-
-def _records_url(state: State, url: str | None) -> str:
-    from bystroq.records import DEFAULT_URL
-
-    return url or state.config().config.records or DEFAULT_URL
-
-
-records_option = click.option(
-    "--records", "records_url", help="Records store URL: sqlite:///path.db or "
-    "postgresql://... (default: the config's `records:`, else sqlite:///bystroq.db).")
-
 
 @main.command()
 @click.option("--tube", "tubes", multiple=True, help="Categories to consume (default: all).")

@@ -42,7 +42,7 @@ class SubmitRecorder(Protocol):
 
     def record_queued(
         self, submission_id: str, category: str, queue_id: int, server: str,
-        batch: str | None = None, at: float | None = None,
+        batch: str | None = None, at: float | None = None, body: bytes | None = None,
     ) -> Any: ...
 
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Any: ...
@@ -98,7 +98,7 @@ class Producer:
         if self.recorder is not None and submission_id is not None:
             self.recorder.record_queued(
                 str(submission_id), self.config.category_name(category), handle.job_id,
-                handle.server.name, batch=batch,
+                handle.server.name, batch=batch, body=body,
             )
         return handle
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import msgspec
 import pytest
 
 from bystroq.config import LoadedConfig
+from bystroq.records import open_store
+from bystroq.records.sql import SQLStore
 from bystroq.testing import Beanstalkd, config_for
 
 _counter = itertools.count()
@@ -87,3 +90,39 @@ def tubes(server: Beanstalkd) -> Tubes:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+POSTGRES_URL = os.environ.get("BYSTROQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_schema_url(schema: str) -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards; skips if PostgreSQL is
+    absent (but fails in CI, where it must run)."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not available at {POSTGRES_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A records store URL of each backend, empty for each test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'records.db'}"
+    else:
+        yield from _postgres_schema_url(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def store(records_url: str) -> Iterator[SQLStore]:
+    with open_store(records_url) as opened:
+        yield opened

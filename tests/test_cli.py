@@ -18,7 +18,8 @@ from tests.conftest import Tubes
 @pytest.fixture
 def config_file(tmp_path: Path, server: Beanstalkd, prefix: str) -> Path:
     path = tmp_path / "beanstalk.yml"
-    path.write_text(config_text([server.address], prefix=prefix))
+    records = f"sqlite:///{tmp_path / 'records.db'}"
+    path.write_text(config_text([server.address], prefix=prefix, records=records))
     return path
 
 

@@ -1,0 +1,254 @@
+"""Submission records and the pure state machine that applies events to them.
+
+Every rule lives in `apply`; the stores only load records, call it, and write back.
+Events may arrive twice, late or out of order:
+- a duplicate (same server and body) is dropped before it reaches `apply`;
+- an event of an older attempt, or of an earlier run (before `bystroq retry` submitted
+  the job again), is logged but changes nothing;
+- within one attempt, nothing after the attempt's terminal event changes the record,
+  and an event older (by `seq`) than the last applied one changes nothing;
+- an event for an unknown submission creates its record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from bystroq.errors import DecodeError
+
+State = Literal["queued", "started", "retrying", "completed", "failed", "cancelled"]
+STATES: tuple[str, ...] = ("queued", "started", "retrying", "completed", "failed", "cancelled")
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+# Events that end an attempt: nothing of the same attempt applies after them.
+ENDS_ATTEMPT = frozenset({"completed", "failed", "cancelled", "retrying"})
+EVENTS = frozenset({"started", "progress", "completed", "failed", "retrying", "cancelled"})
+KEPT_MESSAGES = 5
+# Fields every event may carry; the rest of a completed event is its result.
+EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker", "at", "seq"})
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """One submission, as the events left it."""
+
+    submission_id: str
+    category: str
+    state: State = "queued"
+    attempts: int = 0
+    queue_id: int | None = None
+    server: str | None = None
+    worker: str | None = None
+    progress: int = 0
+    skipped: int = 0
+    messages: list[str] = msgspec.field(default_factory=list)
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+    batch: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    # Bookkeeping for `apply` (not shown by the CLI):
+    run_base: int = 0  # attempts made by earlier runs (jobs put before a `bystroq retry`)
+    attempt_done: bool = False  # the current attempt's terminal event was applied
+    seq: int = -1  # seq of the last applied event of the current attempt
+    prior_runs: list[str] = msgspec.field(default_factory=list)  # "server/queueID" of old runs
+    body: str | None = None  # the job as submitted, for `bystroq retry`
+
+    @property
+    def run(self) -> str | None:
+        return run_key(self.server, self.queue_id)
+
+
+class IncomingEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """An event read from an events tube, with where it came from."""
+
+    key: str  # identifies a duplicate: the same body from the same server
+    event: str
+    submission_id: str | None  # None for a job that could not be decoded (queueID only)
+    category: str
+    server: str
+    queue_id: int | None
+    attempt: int | None
+    seq: int | None
+    worker: str | None
+    at: float
+    body: dict[str, Any]
+
+
+class TimelineEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One event as the store logged it, and whether it changed the record."""
+
+    at: float
+    event: str
+    attempt: int | None
+    seq: int | None
+    worker: str | None
+    applied: bool
+    body: dict[str, Any]
+
+
+def run_key(server: str | None, queue_id: int | None) -> str | None:
+    return None if server is None or queue_id is None else f"{server}/{queue_id}"
+
+
+def orphan_id(server: str, queue_id: int) -> str:
+    """The record id of an undecodable job that no queued record claims."""
+    return f"?{server}/{queue_id}"
+
+
+_DECODE = msgspec.json.Decoder(dict[str, Any])
+
+
+def parse_event(body: bytes, category: str, server: str) -> IncomingEvent:
+    """Decode one event body; DecodeError says what was wrong."""
+    try:
+        data = _DECODE.decode(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"event is not a JSON object: {exc}") from None
+    event = data.get("event")
+    if event not in EVENTS:
+        raise DecodeError(f"field `event`: expected one of {sorted(EVENTS)}, got {event!r}")
+    submission_id = data.get("submissionID")
+    queue_id = data.get("queueID")
+    if submission_id is not None and not isinstance(submission_id, (str, int)):
+        raise DecodeError(f"field `submissionID`: expected str or int, got {submission_id!r}")
+    if queue_id is not None and (not isinstance(queue_id, int) or isinstance(queue_id, bool)):
+        raise DecodeError(f"field `queueID`: expected int, got {queue_id!r}")
+    if submission_id is None and (event != "failed" or queue_id is None):
+        raise DecodeError("expected `submissionID` (or, on a failed event, `queueID`)")
+    return IncomingEvent(
+        key=hashlib.blake2b(server.encode() + b"\n" + body, digest_size=16).hexdigest(),
+        event=event,
+        submission_id=None if submission_id is None else str(submission_id),
+        category=category,
+        server=server,
+        queue_id=queue_id,
+        attempt=_int(data, "attempt"),
+        seq=_int(data, "seq"),
+        worker=data.get("worker") if isinstance(data.get("worker"), str) else None,
+        at=float(data["at"]) if isinstance(data.get("at"), (int, float)) else time.time(),
+        body=data,
+    )
+
+
+def _int(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def new_record(event: IncomingEvent, submission_id: str) -> Record:
+    """The record an event creates when its submission is unknown."""
+    return Record(submission_id=submission_id, category=event.category,
+                  queue_id=event.queue_id, server=event.server)
+
+
+def apply(record: Record, event: IncomingEvent, now: float) -> bool:
+    """Apply `event` to `record` in place; False when it changed nothing (only logged)."""
+    run = run_key(event.server, event.queue_id)
+    if run is not None and run != record.run:
+        if record.queue_id is not None or run in record.prior_runs:
+            return False  # an earlier run's event, or another job's
+        record.queue_id, record.server = event.queue_id, event.server  # adopt the new run
+    current = record.attempts - record.run_base
+    attempt = record.run_base + (event.attempt if event.attempt is not None else max(current, 1))
+    if attempt < record.attempts:
+        return False
+    if attempt == record.attempts and (
+        record.attempt_done or (event.seq is not None and event.seq <= record.seq)
+    ):
+        return False
+    if attempt > record.attempts:
+        record.attempts, record.attempt_done, record.seq = attempt, False, -1
+    record.seq = event.seq if event.seq is not None else record.seq + 1
+    record.updated_at = now
+    if event.worker is not None:
+        record.worker = event.worker
+    _EFFECTS[event.event](record, event)
+    if event.event in ENDS_ATTEMPT:
+        record.attempt_done = True
+    return True
+
+
+def _started(record: Record, event: IncomingEvent) -> None:
+    record.state = "started"
+    record.started_at = event.at
+    record.reason = None
+
+
+def _progress(record: Record, event: IncomingEvent) -> None:
+    if record.state in ("queued", "retrying"):
+        record.state = "started"
+    data = event.body.get("data")
+    if isinstance(data, dict):
+        record.progress = _count(data, "progress", record.progress)
+        record.skipped = _count(data, "skipped", record.skipped)
+    elif isinstance(data, str):
+        record.messages = [*record.messages, data][-KEPT_MESSAGES:]
+
+
+def _count(data: dict[str, Any], name: str, default: int) -> int:
+    value = data.get(name)
+    return value if isinstance(value, int) else default
+
+
+def _completed(record: Record, event: IncomingEvent) -> None:
+    record.state = "completed"
+    record.finished_at = event.at
+    record.reason = None
+    record.result = {k: v for k, v in event.body.items() if k not in EVENT_FIELDS}
+
+
+def _ended(state: State) -> Any:
+    def effect(record: Record, event: IncomingEvent) -> None:
+        record.state = state
+        reason = event.body.get("reason")
+        record.reason = str(reason) if reason is not None else None
+        if state in FINAL_STATES:
+            record.finished_at = event.at
+
+    return effect
+
+
+_EFFECTS = {
+    "started": _started,
+    "progress": _progress,
+    "completed": _completed,
+    "failed": _ended("failed"),
+    "retrying": _ended("retrying"),
+    "cancelled": _ended("cancelled"),
+}
+
+
+def queued(record: Record, queue_id: int, server: str, at: float) -> None:
+    """The producer put the job as (server, queue_id): a new run unless it is this run."""
+    if run_key(server, queue_id) != record.run:
+        if record.run is not None:  # the submission is put again as another job
+            record.prior_runs = [*record.prior_runs, record.run]
+            start_new_run(record, at)
+        elif record.state in FINAL_STATES:  # e.g. an earlier put failed
+            start_new_run(record, at)
+        record.queue_id, record.server = queue_id, server
+    record.submitted_at = record.submitted_at or at
+    record.updated_at = record.updated_at or at
+
+
+def resubmitting(record: Record, at: float) -> None:
+    """`bystroq retry` is about to put the job again: events of the old run stop applying."""
+    if record.run is not None:
+        record.prior_runs = [*record.prior_runs, record.run]
+    record.queue_id = record.server = None
+    start_new_run(record, at)
+
+
+def start_new_run(record: Record, at: float) -> None:
+    """Reset what the last run left: the job is submitted again as a new attempt."""
+    record.run_base = record.attempts
+    record.state, record.attempt_done, record.seq = "queued", False, -1
+    record.reason = record.result = record.finished_at = record.started_at = None
+    record.progress = record.skipped = 0
+    record.messages = []
+    record.submitted_at = record.updated_at = at

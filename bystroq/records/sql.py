@@ -1,0 +1,347 @@
+"""The records store over SQL: one schema and one code path for SQLite and PostgreSQL.
+
+A backend supplies a DB-API connection and its placeholder; everything else is here. The
+schema is created and migrated by the store (table `bystroq_schema` holds the version).
+Applying a batch of events is one transaction: drop duplicates, load the records the
+events touch, run the state machine, write the records and the event log back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+
+from bystroq.records import model
+from bystroq.records.model import IncomingEvent, Record, TimelineEntry
+
+RECORD_COLUMNS = tuple(Record.__struct_fields__)
+_JSON_COLUMNS = frozenset({"messages", "result", "prior_runs"})
+_BOOL_COLUMNS = frozenset({"attempt_done"})
+
+# Each entry migrates the schema from version i to i + 1; never edit a released entry.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE bystroq_records (
+            submission_id TEXT PRIMARY KEY, category TEXT NOT NULL, state TEXT NOT NULL,
+            attempts INTEGER NOT NULL, queue_id BIGINT, server TEXT, worker TEXT,
+            progress BIGINT NOT NULL, skipped BIGINT NOT NULL, messages TEXT NOT NULL,
+            result TEXT, reason TEXT, batch TEXT, submitted_at DOUBLE PRECISION,
+            started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION, run_base INTEGER NOT NULL,
+            attempt_done INTEGER NOT NULL, seq INTEGER NOT NULL, prior_runs TEXT NOT NULL,
+            body TEXT)""",
+        "CREATE INDEX bystroq_records_run ON bystroq_records (server, queue_id)",
+        "CREATE INDEX bystroq_records_batch ON bystroq_records (batch, state)",
+        "CREATE INDEX bystroq_records_updated ON bystroq_records (updated_at)",
+        """CREATE TABLE bystroq_events (
+            key TEXT PRIMARY KEY, submission_id TEXT, category TEXT NOT NULL,
+            server TEXT NOT NULL, queue_id BIGINT, attempt INTEGER, seq INTEGER,
+            event TEXT NOT NULL, worker TEXT, at DOUBLE PRECISION NOT NULL,
+            applied INTEGER NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_events_submission ON bystroq_events (submission_id, at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
+
+
+class SQLStore:
+    """Submission records in a SQL database (see the module docstring)."""
+
+    placeholder = "?"
+    url: str
+
+    def __init__(self, url: str, conn: Any) -> None:
+        self.url = url
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction: committed on success, rolled back on error."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+            finally:
+                cur.close()
+
+    def _execute(self, cur: Any, text: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(text), tuple(params))
+        return cur
+
+    def _migrate(self) -> None:
+        with self.transaction() as cur:
+            self._lock_schema(cur)
+            self._execute(cur, "CREATE TABLE IF NOT EXISTS bystroq_schema (version INTEGER)")
+            row = self._execute(cur, "SELECT version FROM bystroq_schema").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                from bystroq.errors import BystroqError
+
+                raise BystroqError(
+                    f"{self.url}: records schema version {version} is newer than this "
+                    f"bystroq ({SCHEMA_VERSION}); upgrade bystroq"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    self._execute(cur, statement)
+            if row is None:
+                self._execute(cur, "INSERT INTO bystroq_schema (version) VALUES (?)",
+                              (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                self._execute(cur, "UPDATE bystroq_schema SET version = ?", (SCHEMA_VERSION,))
+
+    def _lock_schema(self, cur: Any) -> None:
+        """Keep two processes from migrating at once (a backend may override)."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- rows <-> records --------------------------------------------------------------
+
+    def _load(self, cur: Any, where: str, params: Sequence[Any]) -> list[Record]:
+        columns = ", ".join(RECORD_COLUMNS)
+        rows = self._execute(cur, f"SELECT {columns} FROM bystroq_records WHERE {where}",
+                             params).fetchall()
+        return [_record(row) for row in rows]
+
+    def _load_ids(self, cur: Any, ids: Sequence[str]) -> dict[str, Record]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        return {r.submission_id: r for r in self._load(cur, f"submission_id IN ({marks})", ids)}
+
+    def _save(self, cur: Any, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        columns = ", ".join(RECORD_COLUMNS)
+        marks = ", ".join("?" * len(RECORD_COLUMNS))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_COLUMNS[1:])
+        cur.executemany(
+            self._sql(f"INSERT INTO bystroq_records ({columns}) VALUES ({marks}) "
+                      f"ON CONFLICT (submission_id) DO UPDATE SET {updates}"),
+            [_row(r) for r in records],
+        )
+
+    # -- applying events ---------------------------------------------------------------
+
+    def apply_events(self, events: Sequence[IncomingEvent]) -> int:
+        """Apply events in one transaction; returns how many changed a record."""
+        now = time.time()
+        with self.transaction() as cur:
+            fresh = self._drop_duplicates(cur, events)
+            owners = [self._submission_of(cur, e) for e in fresh]
+            records = self._load_ids(cur, sorted(set(owners)))
+            changed: dict[str, Record] = {}
+            log: list[tuple[Any, ...]] = []
+            for event, submission_id in zip(fresh, owners, strict=True):
+                record = records.get(submission_id)
+                if record is None:  # an unknown submission: its events create it
+                    record = records[submission_id] = model.new_record(event, submission_id)
+                    record.updated_at = now
+                    changed[submission_id] = record
+                applied = model.apply(record, event, now)
+                if applied:
+                    changed[submission_id] = record
+                log.append(_event_row(event, submission_id, applied))
+            self._save(cur, list(changed.values()))
+            cur.executemany(self._sql(
+                "INSERT INTO bystroq_events (key, submission_id, category, server, queue_id,"
+                " attempt, seq, event, worker, at, applied, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), log)
+            return sum(row[10] for row in log)
+
+    def _drop_duplicates(
+        self, cur: Any, events: Sequence[IncomingEvent]
+    ) -> list[IncomingEvent]:
+        keys = list({e.key for e in events})
+        seen: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._execute(
+                cur, f"SELECT key FROM bystroq_events WHERE key IN ({marks})", chunk
+            ).fetchall()
+            seen.update(row[0] for row in rows)
+        fresh = []
+        for event in events:
+            if event.key not in seen:
+                seen.add(event.key)
+                fresh.append(event)
+        return fresh
+
+    def _submission_of(self, cur: Any, event: IncomingEvent) -> str:
+        """The submission an event is about; an undecodable job's is found by its queueID."""
+        if event.submission_id is not None:
+            return event.submission_id
+        assert event.queue_id is not None
+        row = self._execute(
+            cur, "SELECT submission_id FROM bystroq_records WHERE server = ? AND queue_id = ?",
+            (event.server, event.queue_id),
+        ).fetchone()
+        return row[0] if row else model.orphan_id(event.server, event.queue_id)
+
+    # -- the producer's side -----------------------------------------------------------
+
+    def record_queued(
+        self, submission_id: str, category: str, queue_id: int, server: str,
+        batch: str | None = None, at: float | None = None, body: bytes | None = None,
+    ) -> Record:
+        """The job was put: create or update its record (events may have come first)."""
+        at = at or time.time()
+        with self.transaction() as cur:
+            record = self._load_ids(cur, [submission_id]).get(submission_id)
+            if record is None:
+                record = Record(submission_id=submission_id, category=category)
+            model.queued(record, queue_id, server, at)
+            record.batch = batch or record.batch
+            if body is not None:
+                record.body = body.decode()
+            orphan = model.orphan_id(server, queue_id)
+            orphaned = self._load_ids(cur, [orphan]).get(orphan)
+            if orphaned is not None and record.attempts == 0:
+                # The worker found the job undecodable before this record was written.
+                record.state, record.reason = orphaned.state, orphaned.reason
+                record.attempts, record.attempt_done = orphaned.attempts, True
+                record.finished_at = orphaned.finished_at
+                self._execute(cur, "DELETE FROM bystroq_records WHERE submission_id = ?",
+                              (orphan,))
+                self._execute(cur, "UPDATE bystroq_events SET submission_id = ? "
+                              "WHERE submission_id = ?", (submission_id, orphan))
+            self._save(cur, [record])
+            return record
+
+    def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:
+        """The put failed: the record says why (and is created if it did not exist)."""
+        now = time.time()
+        with self.transaction() as cur:
+            record = self._load_ids(cur, [submission_id]).get(submission_id)
+            if record is None:
+                record = Record(submission_id=submission_id, category=category)
+            if record.run is None or record.state in model.FINAL_STATES:
+                record.state, record.reason = "failed", reason
+                record.finished_at = record.updated_at = now
+                self._save(cur, [record])
+            return record
+
+    def resubmitting(self, submission_id: str) -> Record:
+        """Mark a record as about to be put again (see model.resubmitting)."""
+        with self.transaction() as cur:
+            record = self._load_ids(cur, [submission_id]).get(submission_id)
+            if record is None:
+                raise KeyError(submission_id)
+            model.resubmitting(record, time.time())
+            self._save(cur, [record])
+            return record
+
+    def record_event(self, submission_id: str, event: str, reason: str) -> bool:
+        """Apply an event the store makes itself (a cancel of a job that never started)."""
+        with self.transaction() as cur:
+            record = self._load_ids(cur, [submission_id]).get(submission_id)
+        if record is None or record.server is None:
+            return False
+        body = {"event": event, "submissionID": submission_id, "queueID": record.queue_id,
+                "attempt": record.attempts - record.run_base, "reason": reason,
+                "at": time.time(), "worker": "bystroq-cli"}
+        incoming = model.parse_event(_ENCODE(body), record.category, record.server)
+        return self.apply_events([incoming]) == 1
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, submission_id: str) -> Record | None:
+        with self.transaction() as cur:
+            return self._load_ids(cur, [submission_id]).get(submission_id)
+
+    def timeline(self, submission_id: str) -> list[TimelineEntry]:
+        """Every event logged for the submission, oldest first."""
+        with self.transaction() as cur:
+            rows = self._execute(
+                cur, "SELECT at, event, attempt, seq, worker, applied, body FROM bystroq_events"
+                " WHERE submission_id = ? ORDER BY at, attempt, seq", (submission_id,),
+            ).fetchall()
+        return [TimelineEntry(at=r[0], event=r[1], attempt=r[2], seq=r[3], worker=r[4],
+                              applied=bool(r[5]), body=_DECODE_BODY.decode(r[6]))
+                for r in rows]
+
+    def list(
+        self, category: str | None = None, state: str | None = None, batch: str | None = None,
+        limit: int = 50,
+    ) -> list[Record]:
+        """Records, most recently updated first."""
+        where, params = ["1 = 1"], []
+        for column, value in (("category", category), ("state", state), ("batch", batch)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        with self.transaction() as cur:
+            return self._load(
+                cur, " AND ".join(where) + " ORDER BY updated_at DESC, submission_id LIMIT ?",
+                [*params, limit],
+            )
+
+    def count_by_state(self, batch: str | None = None) -> dict[str, int]:
+        """Number of records in each state (of one batch, or all)."""
+        where, params = ("WHERE batch = ?", (batch,)) if batch else ("", ())
+        with self.transaction() as cur:
+            rows = self._execute(
+                cur, f"SELECT state, COUNT(*) FROM bystroq_records {where} GROUP BY state",
+                params,
+            ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    values = []
+    for column in RECORD_COLUMNS:
+        value = getattr(record, column)
+        if column in _JSON_COLUMNS:
+            value = None if value is None else _ENCODE(value).decode()
+        elif column in _BOOL_COLUMNS:
+            value = int(value)
+        values.append(value)
+    return tuple(values)
+
+
+_JSON_DECODE = msgspec.json.Decoder()
+
+
+def _record(row: Sequence[Any]) -> Record:
+    values: dict[str, Any] = {}
+    for column, value in zip(RECORD_COLUMNS, row, strict=True):
+        if column in _JSON_COLUMNS and value is not None:
+            value = _JSON_DECODE.decode(value)
+        elif column in _BOOL_COLUMNS:
+            value = bool(value)
+        values[column] = value
+    return Record(**values)
+
+
+def _event_row(event: IncomingEvent, submission_id: str, applied: bool) -> tuple[Any, ...]:
+    return (event.key, submission_id, event.category, event.server, event.queue_id,
+            event.attempt, event.seq, event.event, event.worker, event.at, int(applied),
+            _ENCODE(event.body).decode())
