@@ -61,7 +61,7 @@ def postgres_url() -> str | None:
             schema = f"bench_{uuid.uuid4().hex[:8]}"
             conn.execute(f'CREATE SCHEMA "{schema}"')
         return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    except Exception as exc:  # noqa: BLE001 - any failure means: no PostgreSQL here
+    except Exception as exc:  # any failure means: no PostgreSQL here
         print(f"PostgreSQL not available ({exc}); skipping it", file=sys.stderr)
         return None
 

@@ -180,10 +180,10 @@ def test_records_commands(server: Beanstalkd, prefix: str, tmp_path: Path,
         result = runner.invoke(main, ["--config", str(config_file), *args])
         return result.exit_code, result.stdout, result.stderr
 
-    assert run("submit", "--tube", "echo", "--json", '{"submissionID": "a", "message": "m"}')[0] == 0
-    assert run("submit", "--tube", "echo", "--json", '{"submissionID": "b", "fail": "x"}')[0] == 0
-    assert run("submit", "--tube", "echo", "--json", '{"submissionID": "c"}',
-               "--delay", "60")[0] == 0
+    submit = ("submit", "--tube", "echo", "--json")
+    assert run(*submit, '{"submissionID": "a", "message": "m"}')[0] == 0
+    assert run(*submit, '{"submissionID": "b", "fail": "x"}')[0] == 0
+    assert run(*submit, '{"submissionID": "c"}', "--delay", "60")[0] == 0
     assert run("listen", "--tube", "echo", "--burst")[0] == 0
     code, _, err = run("consume", "--burst")
     assert code == 0 and "applied 4 events" in err
