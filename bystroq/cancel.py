@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import greenstalk
 
@@ -48,9 +49,20 @@ def cancel_job(
         conn.close()
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancel did, and the sentence that says so."""
+
+    result: CancelResult
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def cancel_submission(store: SQLStore, submission_id: str,
-                      reason: str = "cancelled by request") -> str:
-    """Cancel a submission by its record; returns what happened, in a sentence."""
+                      reason: str = "cancelled by request") -> Cancelled:
+    """Cancel a submission by its record: deleted if not started, else its worker asked."""
     record = store.get(submission_id)
     if record is None:
         raise BystroqError(f"no submission {submission_id!r} in {store.url}")
@@ -63,10 +75,11 @@ def cancel_submission(store: SQLStore, submission_id: str,
                         record.submission_id, reason)
     if result is CancelResult.DELETED:
         store.record_event(submission_id, "cancelled", reason)
-        return f"{submission_id}: cancelled; job {record.queue_id} deleted, it will not run"
+        return Cancelled(result, f"{submission_id}: cancelled; job {record.queue_id} deleted, "
+                         "it will not run")
     if result is CancelResult.REQUESTED:
-        return (f"{submission_id}: cancel sent to worker {record.worker}; the record turns "
-                f"cancelled when its event is consumed")
+        return Cancelled(result, f"{submission_id}: cancel sent to worker {record.worker}; "
+                         "the record turns cancelled when its event is consumed")
     raise BystroqError(
         f"{submission_id}: job {record.queue_id} is no longer on {record.server} "
         f"(it may have just finished; see `bystroq status {submission_id}`)"

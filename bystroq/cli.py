@@ -436,3 +436,189 @@ def buried(state: State, tube: str, kick_count: int | None, delete_all: bool,
             click.echo(f"{job.server}: {count} buried; oldest: job {job.job_id} (reserves "
                        f"{job.reserves}, age {job.age_s}s): "
                        f"{job.body.decode(errors='replace')[:200]}")
+
+
+# -- batches ---------------------------------------------------------------------------
+
+@main.group()
+def batch() -> None:
+    """Run a category over the records of a file, tracked together."""
+
+
+@batch.command(name="create")
+@click.option("--tube", required=True, help="Category (or its submission tube).")
+@click.option("--records-file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="One job per record: JSON lines (.jsonl) or CSV with a header (.csv).")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--seed", type=int, help="Seed of the shuffle (for a repeatable order).")
+@click.option("--max-records", type=click.IntRange(min=1), help="Run at most N records.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Jobs of this batch in flight at once, across all workers.")
+@click.option("--error-policy", type=click.Choice(["continue", "stop"]), default="continue",
+              show_default=True, help="stop: after the first failure, put no more jobs and "
+              "cancel the ones not started.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Merged into every record (a record's own value wins).")
+@click.option("--params-override", is_flag=True, help="--param values win over the records'.")
+@click.option("--priority", type=click.IntRange(0, 2**32 - 1), default=2**16, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait with a progress bar (see `batch wait`).")
+@records_option
+@pass_state
+def batch_create(state: State, tube: str, records_file: Path, shuffle: bool, seed: int | None,
+                 max_records: int | None, concurrency: int, error_policy: str,
+                 params: tuple[str, ...], params_override: bool, priority: int, wait: bool,
+                 records_url: str | None) -> None:
+    """Create a batch: check every record, store the batch, put its first jobs."""
+    from bystroq.batches import create_batch, parse_params
+    from bystroq.records import open_store
+
+    config = state.config()
+    with open_store(_records_url(state, records_url)) as store:
+        created = create_batch(
+            config, store, tube, records_file, shuffle=shuffle, seed=seed,
+            max_records=max_records, concurrency=concurrency,
+            error_policy="stop" if error_policy == "stop" else "continue",
+            params=parse_params(params), params_override=params_override, priority=priority,
+        )
+        click.echo(f"{created.batch_id}: {created.total} jobs of {created.category}, "
+                   f"concurrency {created.concurrency}, error policy {created.error_policy}")
+        if wait:
+            sys.exit(_wait(state, store, created.batch_id, consume=True))
+
+
+@batch.command(name="list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@records_option
+@pass_state
+def batch_list(state: State, limit: int, records_url: str | None) -> None:
+    """Batches, newest first."""
+    from bystroq.batches import batch_status
+    from bystroq.records import open_store
+
+    with open_store(_records_url(state, records_url)) as store:
+        rows = [("batch", "category", "state", "done", "failed", "total", "created")]
+        for b in store.list_batches(limit):
+            status = batch_status(store, b.batch_id)
+            rows.append((b.batch_id, b.category, b.state, str(status.done), str(status.failed),
+                         str(b.total), _time(b.created_at)))
+    click.echo(format_table(rows))
+
+
+@batch.command(name="status")
+@click.argument("batch_id")
+@click.option("--json", "as_json", is_flag=True)
+@records_option
+@pass_state
+def batch_status_cmd(state: State, batch_id: str, as_json: bool,
+                     records_url: str | None) -> None:
+    """Counts by state, percent done, rate, ETA, first failures."""
+    from bystroq.batches import batch_status
+    from bystroq.records import open_store
+
+    with open_store(_records_url(state, records_url)) as store:
+        status = batch_status(store, batch_id)
+    if as_json:
+        click.echo(msgspec.json.encode({
+            "batch": status.batch, "counts": status.counts, "done": status.done,
+            "percent": status.percent, "rate_per_s": status.rate_per_s, "eta_s": status.eta_s,
+            "failures": [{"submissionID": r.submission_id, "reason": r.reason}
+                         for r in status.failures],
+        }).decode())
+        return
+    b = status.batch
+    click.echo(f"batch:      {b.batch_id} ({b.category}, concurrency {b.concurrency}, "
+               f"error policy {b.error_policy})")
+    click.echo(f"state:      {b.state}" + (f" ({b.reason})" if b.reason else ""))
+    click.echo(f"done:       {status.done}/{b.total} ({status.percent:.1f}%)")
+    order = ("pending", "queued", "started", "retrying", "completed", "failed", "cancelled")
+    click.echo("counts:     " + ", ".join(f"{name} {status.counts.get(name, 0)}"
+                                         for name in order))
+    rate = f"{status.rate_per_s:.1f} jobs/s" if status.rate_per_s else "-"
+    eta = _duration(status.eta_s) if status.eta_s is not None else "-"
+    click.echo(f"rate:       {rate}, ETA {eta}")
+    for record in status.failures:
+        click.echo(f"failure:    {record.submission_id}: {record.reason}")
+
+
+@batch.command(name="cancel")
+@click.argument("batch_id")
+@records_option
+@pass_state
+def batch_cancel(state: State, batch_id: str, records_url: str | None) -> None:
+    """No new jobs; queued ones deleted; running ones cancelled by their workers."""
+    from bystroq.batches import cancel_batch
+    from bystroq.records import open_store
+
+    with open_store(_records_url(state, records_url)) as store:
+        click.echo(cancel_batch(store, batch_id))
+
+
+@batch.command(name="wait")
+@click.argument("batch_id")
+@click.option("--consume/--no-consume", default=True, show_default=True,
+              help="Also apply events and feed the batch while waiting (safe beside other "
+                   "consumers); --no-consume only watches the records.")
+@records_option
+@pass_state
+def batch_wait(state: State, batch_id: str, consume: bool, records_url: str | None) -> None:
+    """Wait for a batch with a progress bar; exit code 0 if every job completed, else 1."""
+    from bystroq.records import open_store
+
+    with open_store(_records_url(state, records_url)) as store:
+        sys.exit(_wait(state, store, batch_id, consume))
+
+
+def _wait(state: State, store: Any, batch_id: str, consume: bool) -> int:
+    from bystroq.batches import wait_for_batch
+    from bystroq.consumer import Consumer
+
+    config = state.config()
+    batch_row = store.get_batch(batch_id)
+    if batch_row is None:
+        raise BystroqError(f"no batch {batch_id!r} in {store.url}")
+    consumer = Consumer(config, store, [batch_row.category]) if consume else None
+    try:
+        status = wait_for_batch(store, batch_id, consumer, _progress_printer())
+    finally:
+        if consumer is not None:
+            consumer.close()
+    b = status.batch
+    click.echo(f"{b.batch_id} {b.state}: {status.counts.get('completed', 0)} completed, "
+               f"{status.failed} failed, {status.counts.get('cancelled', 0)} cancelled of "
+               f"{b.total}" + (f" ({b.reason})" if b.reason else ""))
+    return 0 if b.state == "completed" else 1
+
+
+def _progress_printer() -> Any:
+    """A live bar on a terminal; on a pipe, a plain line when the count changes."""
+    tty = sys.stdout.isatty()
+    last: list[object] = [None, 0.0]
+
+    def show(status: Any) -> None:
+        b = status.batch
+        rate = f"{status.rate_per_s:.1f}/s" if status.rate_per_s else "-/s"
+        eta = _duration(status.eta_s) if status.eta_s is not None else "-"
+        text = (f"{status.done}/{b.total} done, {status.failed} failed, {rate}, ETA {eta}")
+        if tty:
+            width = 30
+            filled = int(width * status.done / b.total)
+            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\033[K", nl=False)
+            if b.state != "running":
+                click.echo("")
+        elif (status.done, status.failed) != last[0] or b.state != "running":
+            click.echo(f"{b.batch_id}: {text}")
+            last[0] = (status.done, status.failed)
+
+    return show
+
+
+def _duration(seconds_f: float) -> str:
+    seconds = round(seconds_f)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

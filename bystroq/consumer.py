@@ -16,6 +16,8 @@ import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError
+from bystroq.feeder import DEFAULT_GRACE_S, Feeder
+from bystroq.producer import Producer
 from bystroq.records import Store
 from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.servers import (
@@ -28,6 +30,7 @@ from bystroq.servers import (
 
 BATCH = 200
 IDLE_POLL_MAX_S = 0.1
+FEED_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Consumer:
 
     def __init__(
         self, config: LoadedConfig, store: Store, categories: Sequence[str] | None = None,
-        batch: int = BATCH,
+        batch: int = BATCH, feed: bool = True, feed_grace_s: float = DEFAULT_GRACE_S,
     ) -> None:
         tubes = config.config.beanstalkd.tubes
         names = [config.category_name(c) for c in categories] if categories else list(tubes)
@@ -57,6 +60,11 @@ class Consumer:
         self.stats = ConsumerStats()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
+        # Batches of these categories are fed from here (see bystroq.feeder).
+        self.producer = Producer(config) if feed else None
+        self.feeder = Feeder(config, store, self.producer, feed_grace_s, drain=self.drain) if (
+            self.producer is not None) else None
+        self._fed_at = 0.0
 
     def step(self) -> int:
         """One round over every server: events applied (0 when none was ready)."""
@@ -95,11 +103,29 @@ class Consumer:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
         return len(events)
 
+    def drain(self) -> int:
+        """Apply events until none is ready."""
+        applied = 0
+        while count := self.step():
+            applied += count
+        return applied
+
+    def feed(self, force: bool = False) -> int:
+        """Let running batches put their next jobs (at most every FEED_INTERVAL_S unless
+        forced, e.g. because a job finished)."""
+        now = time.monotonic()
+        if self.feeder is None or (not force and now - self._fed_at < FEED_INTERVAL_S):
+            return 0
+        self._fed_at = now
+        return self.feeder.step()
+
     def run(self, burst: bool = False) -> ConsumerStats:
-        """Apply events until stopped (or, in burst mode, until none is ready)."""
+        """Apply events (and feed batches) until stopped, or in burst mode until idle."""
         pause = 0.005
         while not self._stopping:
-            if self.step():
+            applied = self.step()
+            fed = self.feed(force=bool(applied) or burst)
+            if applied or fed:
                 pause = 0.005
                 continue
             if burst:
@@ -112,6 +138,8 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close()
         for conn, _ in self.conns:
             with conn.lock:
                 conn.close()

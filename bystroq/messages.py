@@ -147,7 +147,7 @@ class JobDecoder(Generic[M]):
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise DecodeError(
-                f"{_field_message(exc)} (job type {self.struct.__name__})"
+                f"{explain_validation(exc)} (job type {self.struct.__name__})"
             ) from None
         except msgspec.DecodeError as exc:
             raise DecodeError(
@@ -160,7 +160,8 @@ def encode(message: Any) -> bytes:
     return _ENCODE(message)
 
 
-def _field_message(exc: msgspec.ValidationError) -> str:
+def explain_validation(exc: msgspec.ValidationError) -> str:
+    """msgspec's `Expected X - at `$.a`` as `field `a`: Expected X`."""
     text = str(exc)
     if " - at `$." in text:
         what, path = text.rsplit(" - at `$.", 1)

@@ -127,6 +127,10 @@ class Producer:
                         conn.failed(exc)
             wait_for_any(self._conns, deadline)
 
+    @property
+    def servers(self) -> list[Server]:
+        return [conn.server for conn in self._conns]
+
     def close(self) -> None:
         for conn in self._conns:
             with conn.lock:

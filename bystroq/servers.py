@@ -260,3 +260,25 @@ def delete_many(conn: Connection, job_ids: Sequence[int]) -> list[int]:
         except greenstalk.NotFoundError:
             missing.append(job_id)
     return missing
+
+
+def peek_many(conn: Connection, job_ids: Sequence[int]) -> dict[int, bytes]:
+    """The bodies of the jobs (in any state) that exist among `job_ids`, in one round trip."""
+    client = conn.client
+    client._sock.sendall(b"".join(b"peek %d\r\n" % job_id for job_id in job_ids))
+    found: dict[int, bytes] = {}
+    for _ in job_ids:
+        try:
+            job_id, size = greenstalk._parse_response(client._reader.readline(), b"FOUND")
+        except greenstalk.NotFoundError:
+            continue
+        found[int(job_id)] = client._read_chunk(int(size))
+    return found
+
+
+def next_job_id(conn: Connection) -> int:
+    """The id the server gives its next job (a marker job is put and deleted to learn it)."""
+    client = conn.use_tube("bystroq.marker")
+    job_id = client.put(b"", delay=3600)
+    client.delete(job_id)
+    return int(job_id) + 1

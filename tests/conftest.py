@@ -13,8 +13,7 @@ import msgspec
 import pytest
 
 from bystroq.config import LoadedConfig
-from bystroq.records import open_store
-from bystroq.records.sql import SQLStore
+from bystroq.records import Store, open_store
 from bystroq.testing import Beanstalkd, config_for
 
 _counter = itertools.count()
@@ -123,6 +122,6 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 @pytest.fixture
-def store(records_url: str) -> Iterator[SQLStore]:
+def store(records_url: str) -> Iterator[Store]:
     with open_store(records_url) as opened:
         yield opened

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bystroq import Outcome, Producer, Worker, WorkerOptions
-from bystroq.cancel import cancel_submission
+from bystroq.cancel import CancelResult, cancel_submission
 from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
@@ -107,8 +107,8 @@ def test_consumer_killed_between_commit_and_delete(
 def test_cancel_before_start(config: LoadedConfig, tubes: Tubes, store: SQLStore) -> None:
     with Producer(config, recorder=store) as producer:
         producer.submit("echo", EchoJob(submissionID="c1"))
-    message = cancel_submission(store, "c1")
-    assert "deleted" in message
+    outcome = cancel_submission(store, "c1")
+    assert outcome.result is CancelResult.DELETED and "deleted" in str(outcome)
     record = store.get("c1")
     assert record is not None and record.state == "cancelled"
     assert tubes.counts(config.category("echo").submission) == EMPTY
@@ -133,7 +133,9 @@ def test_cancel_a_running_submission(
             return record is not None and record.state == "started"
 
         wait_until(started)
-        assert "cancel sent to worker w-" in cancel_submission(store, "run")
+        outcome = cancel_submission(store, "run")
+        assert outcome.result is CancelResult.REQUESTED
+        assert "cancel sent to worker w-" in str(outcome)
         thread.join(timeout=30)
         assert not thread.is_alive()
     finally:

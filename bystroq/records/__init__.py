@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from bystroq.errors import BystroqError
+from bystroq.records.batchstore import Batch, Store
 from bystroq.records.model import (
     FINAL_STATES,
     STATES,
@@ -15,16 +16,14 @@ from bystroq.records.model import (
     TimelineEntry,
     parse_event,
 )
-from bystroq.records.sql import SQLStore
 
 DEFAULT_URL = "sqlite:///bystroq.db"
-
-Store = SQLStore
 
 __all__ = [
     "DEFAULT_URL",
     "FINAL_STATES",
     "STATES",
+    "Batch",
     "IncomingEvent",
     "Record",
     "Store",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from bystroq.errors import BystroqError
-from bystroq.records.sql import SQLStore
+from bystroq.records.batchstore import Store
 
 # Any constant will do: it keeps two processes from migrating the schema at once.
 MIGRATION_LOCK = 0x6279_7374
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(Store):
     """Records in PostgreSQL (`postgresql://user@host:5432/db`)."""
 
     placeholder = "%s"

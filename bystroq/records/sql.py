@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -45,10 +45,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             applied INTEGER NOT NULL, body TEXT NOT NULL)""",
         "CREATE INDEX bystroq_events_submission ON bystroq_events (submission_id, at)",
     ),
+    (
+        """CREATE TABLE bystroq_batches (
+            batch_id TEXT PRIMARY KEY, category TEXT NOT NULL, total INTEGER NOT NULL,
+            fed INTEGER NOT NULL, concurrency INTEGER NOT NULL, error_policy TEXT NOT NULL,
+            priority BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT,
+            created_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
+            watermarks TEXT NOT NULL)""",
+        """CREATE TABLE bystroq_batch_items (
+            batch_id TEXT NOT NULL, n INTEGER NOT NULL, submission_id TEXT NOT NULL,
+            body TEXT NOT NULL, PRIMARY KEY (batch_id, n))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ENCODE = msgspec.json.Encoder().encode
+_S = TypeVar("_S", bound="SQLStore")
 _DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -116,7 +128,7 @@ class SQLStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> SQLStore:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from bystroq.errors import BystroqError
-from bystroq.records.sql import SQLStore
+from bystroq.records.batchstore import Store
 
 BUSY_TIMEOUT_S = 30.0
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(Store):
     """Records in a SQLite file (`sqlite:///path/to/bystroq.db`, or `sqlite://:memory:`)."""
 
     placeholder = "?"

@@ -1,0 +1,234 @@
+"""Batches: one category run over the records of a JSON-lines or CSV file, tracked together.
+
+`create_batch` reads and checks every record before anything is written, stores the batch
+and its jobs in one transaction, and puts the first `concurrency` jobs; the feeder (in every
+`bystroq consume`) puts the next one each time one finishes. See bystroq.feeder.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from bystroq.cancel import CancelResult, cancel_submission
+from bystroq.config import LoadedConfig
+from bystroq.errors import BystroqError
+from bystroq.messages import encode, explain_validation
+from bystroq.producer import DEFAULT_PRIORITY, Producer
+from bystroq.records import Batch, Record, Store
+from bystroq.records.batchstore import ErrorPolicy
+from bystroq.worker.listener import load_listener
+
+if TYPE_CHECKING:
+    from bystroq.consumer import Consumer
+
+FAILURES_SHOWN = 5
+
+
+class BatchError(BystroqError):
+    """A batch cannot be created as asked (bad records file, bad option)."""
+
+
+def new_batch_id() -> str:
+    return f"batch-{secrets.token_hex(4)}"
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each record of a .jsonl or .csv file; `where` names the line."""
+    if path.suffix.lower() == ".csv":
+        yield from _csv_records(path)
+    else:
+        yield from _jsonl_records(path)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                data = msgspec.json.decode(line)
+            except msgspec.DecodeError as exc:
+                raise BatchError(f"{where}: not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise BatchError(f"{where}: expected a JSON object, got {type(data).__name__}")
+            yield where, data
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(newline="") as rows:
+        reader = csv.reader(rows)
+        header = next(reader, None)
+        if not header:
+            raise BatchError(f"{path}: empty CSV file; expected a header row of field names")
+        for row in reader:
+            if not row:
+                continue
+            where = f"{path}: row {reader.line_num}"
+            if len(row) != len(header):
+                raise BatchError(f"{where}: has {len(row)} columns, the header has "
+                                 f"{len(header)} ({', '.join(header)})")
+            yield where, {name: value for name, value in zip(header, row, strict=True)
+                          if value != ""}
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs; a value that is JSON (a number, true, a list) is taken as such."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BatchError(f"--param {pair!r}: expected key=value")
+        try:
+            params[key] = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            params[key] = value
+    return params
+
+
+def create_batch(
+    config: LoadedConfig,
+    store: Store,
+    category: str,
+    records_file: Path | str,
+    *,
+    shuffle: bool = True,
+    seed: int | None = None,
+    max_records: int | None = None,
+    concurrency: int = 5,
+    error_policy: ErrorPolicy = "continue",
+    params: Mapping[str, Any] | None = None,
+    params_override: bool = False,
+    priority: int = DEFAULT_PRIORITY,
+) -> Batch:
+    """Check every record, store the batch, put its first `concurrency` jobs."""
+    if concurrency < 1:
+        raise BatchError(f"concurrency must be at least 1, got {concurrency}")
+    name = config.category_name(category)
+    job_type = load_listener(config.listener_module(name)).job_data_type
+    batch_id = new_batch_id()
+    path = Path(records_file)
+    if not path.is_file():
+        raise BatchError(f"{path}: records file not found")
+    strict = path.suffix.lower() != ".csv"  # CSV gives text: let "3" become an int field
+    items: list[tuple[str, bytes]] = []
+    for n, (where, data) in enumerate(read_records(path)):
+        merged = {**data, **(params or {})} if params_override else {**(params or {}), **data}
+        merged.setdefault("submissionID", f"{batch_id}-{n}")
+        try:
+            job = msgspec.convert(merged, job_type, strict=strict)
+        except msgspec.ValidationError as exc:
+            raise BatchError(f"{where}: {explain_validation(exc)} (job type {job_type.__name__}); "
+                             "nothing was created") from None
+        items.append((str(job.submissionID), encode(job)))
+    if not items:
+        raise BatchError(f"{path}: no records")
+    if shuffle:
+        random.Random(seed).shuffle(items)
+    items = items[:max_records] if max_records else items
+    duplicates = len(items) - len({sid for sid, _ in items})
+    if duplicates:
+        raise BatchError(f"{path}: {duplicates} records share a submissionID with another; "
+                         "each record needs its own; nothing was created")
+    batch = Batch(batch_id=batch_id, category=name, total=len(items), concurrency=concurrency,
+                  error_policy=error_policy, priority=priority, created_at=time.time())
+    store.create_batch(batch, items)
+    from bystroq.feeder import Feeder
+
+    with Producer(config) as producer:
+        Feeder(config, store, producer).feed(batch)
+    return store.get_batch(batch_id) or batch
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """How far a batch got."""
+
+    batch: Batch
+    counts: dict[str, int]  # records by state, plus "pending" (not yet put)
+    done: int  # finished: completed, failed or cancelled
+    percent: float
+    rate_per_s: float | None
+    eta_s: float | None
+    failures: list[Record]
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+def batch_status(store: Store, batch_id: str) -> BatchStatus:
+    batch = store.get_batch(batch_id)
+    if batch is None:
+        raise BystroqError(f"no batch {batch_id!r} in {store.url}")
+    counts = store.count_by_state(batch_id)
+    counts["pending"] = batch.total - batch.fed
+    done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+    if batch.state == "cancelled":  # never put: they will not run
+        done += counts["pending"]
+    end = batch.finished_at or time.time()
+    elapsed = max(end - batch.created_at, 1e-6)
+    rate = done / elapsed if done else None
+    eta = (batch.total - done) / rate if rate and batch.state == "running" else None
+    failures = store.batch_records(batch_id, ["failed"], limit=FAILURES_SHOWN)
+    return BatchStatus(batch, counts, done, 100.0 * done / batch.total, rate, eta, failures)
+
+
+def cancel_batch(store: Store, batch_id: str, reason: str = "batch cancelled") -> str:
+    """No new jobs; queued ones deleted; running ones stopped by their workers."""
+    batch = store.get_batch(batch_id)
+    if batch is None:
+        raise BystroqError(f"no batch {batch_id!r} in {store.url}")
+    if not store.finish_batch(batch_id, "cancelled", reason):
+        raise BystroqError(f"{batch_id}: already {batch.state}; nothing to cancel")
+    return f"{batch_id}: cancelled; " + cancel_active(store, batch_id, reason)
+
+
+def cancel_active(store: Store, batch_id: str, reason: str,
+                  states: Sequence[str] = ("queued", "started", "retrying")) -> str:
+    """Cancel the batch's records in `states`; says how many were deleted or asked to stop."""
+    deleted = requested = 0
+    for record in store.batch_records(batch_id, states):
+        try:
+            outcome = cancel_submission(store, record.submission_id, reason)
+        except BystroqError:
+            continue  # finished in the meantime, or its job is already gone
+        if outcome.result is CancelResult.DELETED:
+            deleted += 1
+        else:
+            requested += 1
+    return f"{deleted} queued jobs deleted, {requested} running jobs asked to stop"
+
+
+WAIT_POLL_S = 0.2
+
+
+def wait_for_batch(
+    store: Store, batch_id: str, consumer: Consumer | None,
+    show: Callable[[BatchStatus], None] | None = None,
+) -> BatchStatus:
+    """Until the batch ends: with a consumer, apply its events and feed it meanwhile."""
+    shown_at = 0.0
+    while True:
+        busy = False
+        if consumer is not None:
+            busy = bool(consumer.step()) | bool(consumer.feed(force=True))
+        status = batch_status(store, batch_id)
+        now = time.monotonic()
+        ended = status.batch.state != "running"
+        if show is not None and (ended or now - shown_at >= WAIT_POLL_S):
+            show(status)
+            shown_at = now
+        if ended:
+            return status
+        if not busy:
+            time.sleep(WAIT_POLL_S)

@@ -1,0 +1,310 @@
+"""Batches against a real beanstalkd, on both records backends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bystroq import Producer, Worker, WorkerOptions
+from bystroq.batches import BatchError, batch_status, cancel_batch, create_batch
+from bystroq.cli import main
+from bystroq.config import LoadedConfig
+from bystroq.consumer import Consumer
+from bystroq.feeder import Feeder
+from bystroq.records import Store
+from bystroq.testing import Beanstalkd, config_text, wait_until
+from tests.conftest import Tubes
+
+
+@contextmanager
+def running_worker(config: LoadedConfig, concurrency: int = 8) -> Iterator[Worker]:
+    worker = Worker(config, "echo", options=WorkerOptions(concurrency=concurrency,
+                                                          reserve_timeout_s=1))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop(0)
+        thread.join(timeout=30)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def run_batch(config: LoadedConfig, store: Store, batch_id: str, check: Any = None) -> None:
+    """Consume and feed until the batch ends, calling `check()` after every round."""
+    with Consumer(config, store, feed_grace_s=1) as consumer:
+        def ended() -> bool:
+            consumer.step()
+            consumer.feed(force=True)
+            if check is not None:
+                check()
+            batch = store.get_batch(batch_id)
+            return batch is not None and batch.state != "running"
+
+        wait_until(ended, timeout_s=90)
+
+
+def put_order(store: Store, batch_id: str) -> list[str]:
+    records = store.list(batch=batch_id, limit=10_000)
+    return [r.submission_id for r in sorted(records, key=lambda r: r.queue_id or 0)]
+
+
+def test_concurrency_limits_jobs_in_flight(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{"sleep_s": 0.01} for _ in range(200)])
+    batch = create_batch(config, store, "echo", path, concurrency=5)
+    assert batch.batch_id.startswith("batch-") and len(batch.batch_id) == 14
+    submission = config.category("echo").submission
+    seen: list[int] = []
+
+    def on_server() -> None:
+        counts = tubes.counts(submission)
+        seen.append(counts["ready"] + counts["reserved"] + counts["delayed"])
+        seen.append(store.batch_in_flight(batch.batch_id))
+
+    with running_worker(config):
+        run_batch(config, store, batch.batch_id, on_server)
+    status = batch_status(store, batch.batch_id)
+    assert status.batch.state == "completed"
+    assert status.counts == {"completed": 200, "pending": 0}
+    assert max(seen) == 5  # reached, never passed
+    assert {r.submission_id for r in store.list(batch=batch.batch_id, limit=500)} == {
+        f"{batch.batch_id}-{n}" for n in range(200)}
+
+
+def test_shuffle_and_no_shuffle(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{"submissionID": f"r{i:02d}"}
+                                                 for i in range(30)])
+    in_order = [f"r{i:02d}" for i in range(30)]
+    kept = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    with running_worker(config, concurrency=1):
+        run_batch(config, store, kept.batch_id)
+        assert put_order(store, kept.batch_id) == in_order
+        shuffled = create_batch(config, store, "echo", path, seed=3, concurrency=1)
+        run_batch(config, store, shuffled.batch_id)
+    order = put_order(store, shuffled.batch_id)
+    assert sorted(order) == in_order and order != in_order
+
+
+def test_max_records_and_params(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl",
+                       [{"message": "own"}] + [{} for _ in range(9)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, max_records=4,
+                         params={"message": "param"})
+    assert batch.total == 4
+    overridden = create_batch(config, store, "echo", path, shuffle=False, max_records=1,
+                              params={"message": "param"}, params_override=True)
+    with running_worker(config):
+        run_batch(config, store, batch.batch_id)
+        run_batch(config, store, overridden.batch_id)
+    results = {r.submission_id: r.result for r in store.list(batch=batch.batch_id)}
+    assert results == {
+        f"{batch.batch_id}-0": {"message": "own"},
+        **{f"{batch.batch_id}-{n}": {"message": "param"} for n in range(1, 4)},
+    }
+    assert store.list(batch=overridden.batch_id)[0].result == {"message": "param"}
+
+
+def test_error_policy_stop(config: LoadedConfig, tubes: Tubes, store: Store,
+                          tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl",
+                       [{"submissionID": "bad", "fail": "boom"}]
+                       + [{"submissionID": f"ok{i}", "sleep_s": 0.05} for i in range(30)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=3,
+                         error_policy="stop")
+    with running_worker(config, concurrency=1):
+        run_batch(config, store, batch.batch_id)
+        status = batch_status(store, batch.batch_id)
+        assert status.batch.state == "failed"
+        assert status.batch.reason == "stopped after the first failure (bad: RuntimeError: boom)"
+        assert status.counts["pending"] == 30 - 2  # only the first three were ever put
+        # Running ones finish; the ones not started were cancelled and never run.
+        with Consumer(config, store, feed=False) as consumer:
+            wait_until(lambda: consumer.drain() >= 0
+                       and store.batch_in_flight(batch.batch_id) == 0)
+    counts = store.count_by_state(batch.batch_id)
+    assert counts.get("failed") == 1
+    assert counts.get("completed", 0) + counts.get("cancelled", 0) == 2
+    assert tubes.counts(config.category("echo").submission)["ready"] == 0
+
+
+def test_cancel_mid_run(config: LoadedConfig, tubes: Tubes, store: Store,
+                        tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{"sleep_s": 0.2} for _ in range(40)])
+    batch = create_batch(config, store, "echo", path, concurrency=4)
+    with running_worker(config, concurrency=2), Consumer(config, store) as consumer:
+        def some_done() -> bool:
+            consumer.step()
+            consumer.feed(force=True)
+            return store.count_by_state(batch.batch_id).get("completed", 0) >= 4
+
+        wait_until(some_done, timeout_s=60)
+        message = cancel_batch(store, batch.batch_id)
+        assert "queued jobs deleted" in message
+
+        def settled() -> bool:
+            consumer.drain()
+            return store.batch_in_flight(batch.batch_id) == 0
+
+        wait_until(settled, timeout_s=30)
+        assert consumer.feed(force=True) == 0
+    status = batch_status(store, batch.batch_id)
+    assert status.batch.state == "cancelled"
+    assert status.counts["pending"] > 0 and status.done == 40
+    assert status.counts.get("cancelled", 0) >= 2  # the queued ones, at least
+    assert tubes.counts(config.category("echo").submission) == {
+        "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+    with pytest.raises(Exception, match="already cancelled"):
+        cancel_batch(store, batch.batch_id)
+
+
+def test_a_claim_whose_feeder_died_before_the_put_is_put_once(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    assert tubes.counts(config.category("echo").submission)["ready"] == 1
+    # A feeder claims the next item and dies before putting it.
+    store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.step()
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+    assert len(store.unconfirmed_claims(batch.batch_id, float("inf"))) == 0
+
+
+def test_a_claim_whose_feeder_died_after_the_put_is_not_put_again(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    # A feeder claims the next item, puts it, and dies before recording its queueID.
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    assert claimed.body is not None
+    with Producer(config) as producer:
+        handle = producer.submit("echo", claimed.body.encode())
+        Feeder(config, store, producer, grace_s=0).step()
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+    record = store.get(claimed.submission_id)
+    assert record is not None and record.queue_id == handle.job_id
+
+
+KILLABLE_FEEDER = """
+import sys
+from bystroq.config import load
+from bystroq.consumer import Consumer
+from bystroq.records import open_store
+
+with open_store(sys.argv[2]) as store, Consumer(load(sys.argv[1]), store,
+                                                feed_grace_s=1) as consumer:
+    consumer.run()
+"""
+
+
+def test_feeder_killed_mid_batch(config: LoadedConfig, server: Beanstalkd, prefix: str,
+                                 store: Store, records_url: str, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{"sleep_s": 0.02} for _ in range(60)])
+    batch = create_batch(config, store, "echo", path, concurrency=4)
+    config_file = tmp_path / "beanstalk.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix))
+    command = [sys.executable, "-c", KILLABLE_FEEDER, str(config_file), records_url]
+    with running_worker(config, concurrency=4):
+        for kill_at in (10, 30):
+            feeder = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+            try:
+                wait_until(lambda n=kill_at: store.count_by_state(batch.batch_id).get(
+                    "completed", 0) >= n, timeout_s=60)
+            finally:
+                feeder.kill()
+                feeder.wait()
+        run_batch(config, store, batch.batch_id)
+    status = batch_status(store, batch.batch_id)
+    assert status.batch.state == "completed" and status.counts["completed"] == 60
+    for record in store.list(batch=batch.batch_id, limit=100):
+        events = [e.event for e in store.timeline(record.submission_id)]
+        assert events == ["started", "completed"], (record.submission_id, events)
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("bad.jsonl", '{"message": "a"}\n{"message": \n', "bad.jsonl:2: not valid JSON"),
+    ("bad.jsonl", '{"message": "a"}\n{"sleep_s": "slow"}\n',
+     "bad.jsonl:2: field `sleep_s`: Expected `float`, got `str` (job type EchoJob)"),
+    ("bad.csv", "message,sleep_s\na,0\nb\n", "bad.csv: row 3: has 1 columns, the header has 2"),
+    ("bad.csv", "message,sleep_s\na,soon\n", "bad.csv: row 2: field `sleep_s`: Expected `float`"),
+])
+def test_bad_records_file_creates_nothing(config: LoadedConfig, tubes: Tubes, store: Store,
+                                          tmp_path: Path, name: str, text: str,
+                                          expected: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(BatchError) as raised:
+        create_batch(config, store, "echo", path)
+    assert expected in str(raised.value)
+    assert store.list_batches() == [] and store.list() == []
+    assert tubes.counts(config.category("echo").submission)["ready"] == 0
+
+
+def test_csv_records(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("submissionID,message,sleep_s\nc1,hello,0\nc2,,0.01\n")
+    batch = create_batch(config, store, "echo", path, params={"message": "default"})
+    with running_worker(config):
+        run_batch(config, store, batch.batch_id)
+    assert {r.submission_id: r.result for r in store.list(batch=batch.batch_id)} == {
+        "c1": {"message": "hello"}, "c2": {"message": "default"}}
+
+
+def test_cli_create_wait_status(server: Beanstalkd, prefix: str, tmp_path: Path,
+                                records_url: str, config: LoadedConfig) -> None:
+    config_file = tmp_path / "beanstalk.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix, records=records_url))
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(main, ["--config", str(config_file), *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    good = write_jsonl(tmp_path / "good.jsonl", [{"sleep_s": 0.01} for _ in range(12)])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{}, {"fail": "no"}, {}])
+    with running_worker(config):
+        code, out, _ = run("batch", "create", "--tube", "echo", "--records-file", str(good),
+                           "--concurrency", "3", "--wait")
+        assert code == 0, out
+        lines = out.splitlines()
+        batch_id = lines[0].split(":")[0]
+        assert lines[0] == f"{batch_id}: 12 jobs of echo, concurrency 3, error policy continue"
+        assert any(line.startswith(f"{batch_id}: ") and " done, " in line for line in lines)
+        assert lines[-1] == f"{batch_id} completed: 12 completed, 0 failed, 0 cancelled of 12"
+        code, out, _ = run("batch", "create", "--tube", "echo", "--records-file", str(bad),
+                           "--wait")
+        assert code == 1
+        assert "1 failed" in out.splitlines()[-1]
+
+    code, out, _ = run("batch", "status", batch_id)
+    assert code == 0
+    assert f"batch:      {batch_id} (echo, concurrency 3, error policy continue)" in out
+    assert "done:       12/12 (100.0%)" in out and "completed 12" in out
+    code, out, _ = run("batch", "list")
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run("batch", "wait", batch_id, "--no-consume")
+    assert code == 0
+    code, _, err = run("batch", "status", "batch-nope")
+    assert code == 2 and "no batch 'batch-nope'" in err
+    code, _, err = run("batch", "create", "--tube", "echo", "--records-file", str(good),
+                       "--param", "novalue")
+    assert code == 2 and "expected key=value" in err
