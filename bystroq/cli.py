@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -117,8 +118,10 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
                   for number, line in _lines(file)]
     from bystroq.records import open_store
 
-    store = None if no_records else open_store(_records_url(state, records_url))
-    with Producer(config, recorder=store) as producer:
+    with contextlib.ExitStack() as stack:
+        store = None if no_records else stack.enter_context(
+            open_store(_records_url(state, records_url)))
+        producer = stack.enter_context(Producer(config, recorder=store))
         for done, (body, submission_id) in enumerate(bodies):
             try:
                 handle = producer.submit(tube, body, priority=priority, delay=delay, ttr=ttr)
@@ -128,8 +131,6 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
                 ) from None
             click.echo(json.dumps({"queueID": handle.job_id, "server": handle.server.name,
                                    "tube": handle.tube, "submissionID": submission_id}))
-    if store is not None:
-        store.close()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -274,8 +275,9 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
     from bystroq.consumer import Consumer
     from bystroq.records import open_store
 
-    store = open_store(_records_url(state, records_url))
-    with Consumer(state.config(), store, tubes or None) as consumer:
+    config = state.config()
+    with (open_store(_records_url(state, records_url)) as store,
+          Consumer(config, store, tubes or None) as consumer):
         def on_signal(signum: int, frame: object) -> None:
             consumer.stop()
 
@@ -283,7 +285,6 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
         signal.signal(signal.SIGINT, on_signal)
         click.echo(f"consuming into {store.url}", err=True)
         stats = consumer.run(burst=burst)
-    store.close()
     click.echo(f"applied {stats.applied} events ({stats.malformed} malformed, buried)", err=True)
 
 
