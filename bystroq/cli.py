@@ -214,6 +214,9 @@ def peek(state: State, tube: str, job_state: str) -> None:
     if not found:
         click.echo(f"no {job_state} job in {tube}")
     for job in found:
+        if isinstance(job, inspect_mod.ServerDown):
+            click.echo(f"{job.server}: unreachable ({job.error})")
+            continue
         click.echo(f"{job.server} job {job.job_id} (reserves {job.reserves}, age {job.age_s}s): "
                    f"{job.body.decode(errors='replace')}")
 
@@ -225,8 +228,15 @@ def peek(state: State, tube: str, job_state: str) -> None:
 def kick(state: State, tube: str, bound: int) -> None:
     """Move buried (else delayed) jobs back to ready, on each server."""
     config = state.config()
-    for server, count in inspect_mod.kick(config, _tube_name(config, tube), bound).items():
-        click.echo(f"{server}: kicked {count}")
+    _per_server(inspect_mod.kick(config, _tube_name(config, tube), bound), "kicked")
+
+
+def _per_server(counts: dict[str, int | inspect_mod.ServerDown], done: str) -> None:
+    for server, count in counts.items():
+        if isinstance(count, inspect_mod.ServerDown):
+            click.echo(f"{server}: unreachable ({count.error})")
+        else:
+            click.echo(f"{server}: {done} {count}")
 
 
 @main.command()
@@ -424,16 +434,18 @@ def buried(state: State, tube: str, kick_count: int | None, delete_all: bool,
     config = state.config()
     name = _tube_name(config, tube)
     if kick_count is not None:
-        for server, count in inspect_mod.kick(config, name, kick_count).items():
-            click.echo(f"{server}: kicked {count}")
+        _per_server(inspect_mod.kick(config, name, kick_count), "kicked")
     elif delete_all:
-        for server, count in inspect_mod.delete_buried(config, name).items():
-            click.echo(f"{server}: deleted {count}")
+        _per_server(inspect_mod.delete_buried(config, name), "deleted")
     else:
         found = inspect_mod.buried_jobs(config, name)
         if not found:
             click.echo(f"no buried job in {name}")
-        for job, count in found:
+        for row in found:
+            if isinstance(row, inspect_mod.ServerDown):
+                click.echo(f"{row.server}: unreachable ({row.error})")
+                continue
+            job, count = row
             click.echo(f"{job.server}: {count} buried; oldest: job {job.job_id} (reserves "
                        f"{job.reserves}, age {job.age_s}s): "
                        f"{job.body.decode(errors='replace')[:200]}")

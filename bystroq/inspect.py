@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import greenstalk
 import msgspec
 
 from bystroq.config import LoadedConfig
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server, servers_of
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,35 +81,50 @@ class Peeked:
     age_s: int
 
 
-def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked]:
+def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked | ServerDown]:
     """The next job in `state` (ready, delayed or buried) of `tube`, on each server."""
-    found: list[Peeked] = []
-    for server in servers_of(config.addresses):
-        conn = Connection(server, use=tube)
+    def one(server: Server, client: greenstalk.Client[bytes]) -> Peeked | None:
         try:
-            client = conn.client
             job = {"ready": client.peek_ready, "delayed": client.peek_delayed,
                    "buried": client.peek_buried}[state]()
             stats = client.stats_job(job)
-            found.append(Peeked(server.name, job.id, job.body, int(stats["reserves"]),
-                                int(stats["age"])))
         except greenstalk.NotFoundError:
-            pass
-        finally:
-            conn.close()
-    return found
+            return None
+        return Peeked(server.name, job.id, job.body, int(stats["reserves"]),
+                      int(stats["age"]))
+
+    return [row for row in on_each_server(config, tube, one) if row is not None]
 
 
-def kick(config: LoadedConfig, tube: str, bound: int) -> dict[str, int]:
+def kick(config: LoadedConfig, tube: str, bound: int) -> dict[str, int | ServerDown]:
     """Move up to `bound` buried (else delayed) jobs of `tube` to ready, on each server."""
-    kicked: dict[str, int] = {}
+    return _by_server(config, tube, lambda server, client: int(client.kick(bound)))
+
+
+def on_each_server(
+    config: LoadedConfig, tube: str, action: Callable[[Server, greenstalk.Client[bytes]], T]
+) -> list[T | ServerDown]:
+    """`action` over a client using `tube`, on each server; an unreachable server is a
+    ServerDown row, and the servers after it are still served."""
+    rows: list[T | ServerDown] = []
     for server in servers_of(config.addresses):
         conn = Connection(server, use=tube)
         try:
-            kicked[server.name] = conn.client.kick(bound)
+            rows.append(action(server, conn.client))
+        except CONNECTION_ERRORS as exc:
+            rows.append(ServerDown(server.name, str(exc) or type(exc).__name__))
         finally:
             conn.close()
-    return kicked
+    return rows
+
+
+def _by_server(
+    config: LoadedConfig, tube: str, action: Callable[[Server, greenstalk.Client[bytes]], int]
+) -> dict[str, int | ServerDown]:
+    names = [s.name for s in servers_of(config.addresses)]
+    return dict(zip(names, on_each_server(config, tube, action), strict=True))
+
+
 
 
 def follow_events(
@@ -146,31 +164,26 @@ def follow_events(
             conn.close()
 
 
-def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int]]:
+def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int] | ServerDown]:
     """Per server: the oldest buried job of `tube` and how many are buried there.
 
     (beanstalkd shows only the oldest buried job; delete or kick it to see the next.)
     """
     counts = {row.server: row.buried for row in tube_stats(config, [tube])
               if isinstance(row, TubeStats)}
-    return [(job, counts.get(job.server, 0)) for job in peek(config, tube, "buried")]
+    return [(job, counts.get(job.server, 0)) if isinstance(job, Peeked) else job
+            for job in peek(config, tube, "buried")]
 
 
-def delete_buried(config: LoadedConfig, tube: str) -> dict[str, int]:
+def delete_buried(config: LoadedConfig, tube: str) -> dict[str, int | ServerDown]:
     """Delete every buried job of `tube`, on each server."""
-    deleted: dict[str, int] = {}
-    for server in servers_of(config.addresses):
-        conn = Connection(server, use=tube)
+    def delete_all(server: Server, client: greenstalk.Client[bytes]) -> int:
         count = 0
-        try:
-            client = conn.client
-            while True:
-                try:
-                    client.delete(client.peek_buried())
-                except greenstalk.NotFoundError:
-                    break
-                count += 1
-        finally:
-            conn.close()
-        deleted[server.name] = count
-    return deleted
+        while True:
+            try:
+                client.delete(client.peek_buried())
+            except greenstalk.NotFoundError:
+                return count
+            count += 1
+
+    return _by_server(config, tube, delete_all)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from bystroq.cli import main
 from bystroq.config import LoadedConfig
-from bystroq.testing import Beanstalkd, config_text
+from bystroq.testing import Beanstalkd, config_text, free_port
 from tests.conftest import Tubes
 
 
@@ -79,18 +79,20 @@ def test_unknown_tube_is_one_clear_line(run: object) -> None:
 
 def test_stats_peek_kick(run: object, config: LoadedConfig, tubes: Tubes) -> None:
     assert callable(run)
-    run("submit", "--tube", "echo", "--json", '{"submissionID": 1, "fail": "x"}')
+    code, _, _ = run("submit", "--tube", "echo", "--json", '{"submissionID": 1, "fail": "x"}')
+    assert code == 0
     code, out, _ = run("stats")
+    assert code == 0
     row = next(line.split() for line in out.splitlines()
                if line.split()[1:2] == [config.category("echo").submission])
     assert row[2:7] == ["1", "0", "0", "0", "0"]
     code, out, _ = run("peek", "--tube", "echo")
     assert code == 0 and '{"submissionID": 1, "fail": "x"}' in out
-    run("listen", "--tube", "echo", "--burst")
+    assert run("listen", "--tube", "echo", "--burst")[0] == 0
     code, out, _ = run("peek", "--tube", "echo", "--state", "buried")
-    assert "reserves 1" in out
+    assert code == 0 and "reserves 1" in out
     code, out, _ = run("kick", "--tube", "echo")
-    assert out.strip().endswith("kicked 1")
+    assert code == 0 and out.strip().endswith("kicked 1")
     assert tubes.counts(config.category("echo").submission)["ready"] == 1
 
 
@@ -126,3 +128,27 @@ def test_real_listen_subprocess(config_file: Path, config: LoadedConfig, tubes: 
     assert all({"tube", "queueID", "submissionID", "attempt"} <= set(e) for e in completed)
     events = tubes.events(config.category("echo").events)
     assert sorted(e["submissionID"] for e in events if e["event"] == "completed") == [0, 1, 2]
+
+
+def test_inspecting_goes_on_past_a_server_that_is_down(
+    tmp_path: Path, server: Beanstalkd, prefix: str, config: LoadedConfig, tubes: Tubes
+) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    path = tmp_path / "two.yml"
+    path.write_text(config_text([down, server.address], prefix=prefix))
+    with tubes.client(use=config.category("echo").submission) as client:
+        client.put(b'{"submissionID": 1}')
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(main, ["--config", str(path), *args])
+        return result.exit_code, result.stdout
+
+    code, out = run("peek", "--tube", "echo")
+    assert code == 0 and f"{down}: unreachable" in out and '{"submissionID": 1}' in out
+    code, out = run("kick", "--tube", "echo")
+    assert code == 0 and f"{down}: unreachable" in out and f"{server.address}: kicked 0" in out
+    code, out = run("buried", "--tube", "echo", "--delete")
+    assert code == 0 and f"{server.address}: deleted 0" in out
+    code, out = run("stats")
+    assert code == 0 and f"{down}  DOWN" in out
