@@ -116,6 +116,7 @@ class Producer:
                     continue
                 with conn.lock:
                     try:
+                        conn.limit(deadline - time.monotonic())
                         _check_size(conn, body)
                         job_id = conn.use_tube(tube).put(body, priority, delay, ttr)
                         return job_id, conn

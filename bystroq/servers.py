@@ -86,6 +86,10 @@ class Connection:
     _retry_at: float = 0.0
     _down_since: float | None = None
     _max_job_size: int | None = None
+    _limit_s: float | None = None
+    # Counts connections made: a job reserved under an older generation is no longer held
+    # (the server released it when that connection closed).
+    generation: int = 0
 
     @property
     def client(self) -> greenstalk.Client[bytes]:
@@ -108,12 +112,13 @@ class Connection:
             raise ServerDown(f"{self.server} is down; retrying in backoff")
         try:
             sock = socket.create_connection(
-                (self.server.host, self.server.port), timeout=CONNECT_TIMEOUT_S
+                (self.server.host, self.server.port),
+                timeout=min(CONNECT_TIMEOUT_S, self._limit_s or CONNECT_TIMEOUT_S),
             )
         except OSError as exc:
             self.failed(exc)
             raise
-        sock.settimeout(self.io_timeout_s)
+        sock.settimeout(min(self.io_timeout_s, self._limit_s or self.io_timeout_s))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         try:
@@ -124,6 +129,7 @@ class Connection:
             self.failed(exc)
             raise
         self._using = self.use
+        self.generation += 1
         if self._down_since is not None:
             structlog.get_logger("bystroq.servers").info(
                 "server reconnected", server=self.server.name,
@@ -131,6 +137,14 @@ class Connection:
             )
         self._down_since = None
         self.backoff.reset()
+
+    def limit(self, seconds: float | None) -> None:
+        """Bound how long the next connect or command may wait (None: the defaults), so a
+        caller's deadline holds even against a server that stopped answering."""
+        self._limit_s = None if seconds is None else max(0.05, seconds)
+        if self._client is not None:
+            self._client._sock.settimeout(min(self.io_timeout_s,
+                                              self._limit_s or self.io_timeout_s))
 
     def failed(self, exc: BaseException) -> None:
         """Drop the connection after an I/O error and start (or extend) the backoff."""
@@ -166,11 +180,19 @@ class Connection:
 
 @dataclass
 class Reserved:
-    """A job reserved over `conn`: every later command for it must use `conn`."""
+    """A job reserved over `conn`: every later command for it must use `conn`, and only
+    while `conn` is still the connection (`generation`) that reserved it."""
 
     id: int
     body: bytes
     conn: Connection
+    generation: int = 0
+    priority: int = 2**16
+
+    @property
+    def held(self) -> bool:
+        """False once the reserving connection was closed (the server released the job)."""
+        return self.conn.generation == self.generation and self.conn._client is not None
 
     @property
     def server(self) -> Server:
@@ -220,14 +242,14 @@ def delete_then_reserve(
     return deleted, greenstalk.Job(int(job_id_s), body)
 
 
-def job_reserves_and_ttr(conn: Connection, job_id: int) -> tuple[int, int]:
-    """`stats-job`, reading only `reserves` and `ttr` (the full YAML parse costs more than
-    the round trip on the hot path)."""
+def job_reserves_ttr_pri(conn: Connection, job_id: int) -> tuple[int, int, int]:
+    """`stats-job`, reading only `reserves`, `ttr` and `pri` (the full YAML parse costs more
+    than the round trip on the hot path)."""
     client = conn.client
     client._sock.sendall(b"stats-job %d\r\n" % job_id)
     (size,) = greenstalk._parse_response(client._reader.readline(), b"OK")
     stats = client._read_chunk(int(size))
-    return _stat(stats, b"\nreserves: "), _stat(stats, b"\nttr: ")
+    return _stat(stats, b"\nreserves: "), _stat(stats, b"\nttr: "), _stat(stats, b"\npri: ")
 
 
 def _stat(stats: bytes, key: bytes) -> int:

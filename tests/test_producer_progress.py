@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,23 @@ def test_producer_skips_a_dead_server(prefix: str, server: Beanstalkd) -> None:
     with Producer(config) as producer:
         handles = [producer.submit("echo", EchoJob(submissionID=i)) for i in range(6)]
     assert {h.server.port for h in handles} == {server.port}
+
+
+@pytest.mark.timeout(20)  # the socket's own 30 s timeout would trip this
+def test_the_wait_bounds_a_server_that_stopped_answering(prefix: str) -> None:
+    paused = Beanstalkd().start()
+    try:
+        config = config_for([paused.address], prefix=prefix)
+        with Producer(config, wait_s=1) as producer:
+            producer.submit("echo", EchoJob(submissionID=0))  # connected
+            assert paused.proc is not None
+            paused.proc.send_signal(signal.SIGSTOP)
+            with pytest.raises(ServersUnavailable):
+                producer.submit("echo", EchoJob(submissionID=1))
+    finally:
+        if paused.proc is not None:
+            paused.proc.send_signal(signal.SIGCONT)
+        paused.kill()
 
 
 class Clock:

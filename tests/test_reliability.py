@@ -126,9 +126,10 @@ def test_event_that_cannot_be_stored_leaves_the_job_on_the_server(
             body = b'{"submissionID": 1, "message": "%s"}' % (b"m" * 150)
             handle = producer.submit("echo", body)
         with Worker(config, "echo") as worker:
-            assert worker.step() is Outcome.COMPLETED
+            assert worker.step() is Outcome.RELEASED
         with tubes.client() as client:
-            assert client.stats_job(handle.job_id)["state"] == "delayed"
+            stats = client.stats_job(handle.job_id)
+            assert (stats["state"], stats["pri"]) == ("delayed", 2**16)
         assert [e["event"] for e in tubes.events(config.category("echo").events)] == ["started"]
     finally:
         small.kill()

@@ -19,6 +19,7 @@ from bystroq import (
     listen,
 )
 from bystroq.config import LoadedConfig
+from bystroq.errors import ListenerError
 from bystroq.progress import ProgressPublisher
 from bystroq.testing import Beanstalkd, config_for, wait_until
 from bystroq.worker import Listener, load_listener
@@ -343,3 +344,72 @@ def test_wait_until_polls() -> None:
     threading.Timer(0.05, lambda: box.append(1)).start()
     wait_until(lambda: box, timeout_s=5)
     assert box == [1]
+
+
+def echo_listener(**overrides: Any) -> Listener:
+    loaded = load_listener("listeners.echo")
+    fields = {name: getattr(loaded, name) for name in (
+        "job_data_type", "handler_fn", "submit_msg_fn", "completed_msg_fn", "failed_msg_fn",
+        "module")}
+    return Listener(**{**fields, **overrides})
+
+
+def test_submit_msg_fn_raising_fails_the_job_not_the_worker(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    def broken_submit_msg_fn(job: EchoJob) -> SubmittedJobMessage:
+        if job.message == "boom":
+            raise KeyError("no such field")
+        return SubmittedJobMessage(submissionID=job.submissionID)
+
+    with Producer(config) as producer:
+        first = producer.submit("echo", EchoJob(submissionID=1, message="boom"), priority=7)
+        producer.submit("echo", EchoJob(submissionID=2))
+    listener = echo_listener(submit_msg_fn=broken_submit_msg_fn)
+    with Worker(config, "echo", listener, WorkerOptions(burst=True)) as worker:
+        assert worker.run() == 0
+    assert worker.counts[Outcome.FAILED] == 1 and worker.counts[Outcome.COMPLETED] == 1
+    events = tubes.events(events_tube(config))
+    assert [(e["event"], e["submissionID"]) for e in events] == [
+        ("failed", 1), ("started", 2), ("completed", 2)]
+    assert events[0]["reason"] == "KeyError: 'no such field'"
+    with tubes.client() as client:
+        stats = client.stats_job(first.job_id)
+    assert (stats["state"], stats["pri"]) == ("buried", 7)  # the job keeps its priority
+
+
+def test_a_connection_lost_while_the_handler_runs_reports_nothing(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """The connection drops and is made again while the handler runs: the server released
+    the job, so this worker must not report it, even though the TTR has not run out."""
+    workers: list[Worker] = []
+
+    def handler_fn(publisher: ProgressPublisher, job: EchoJob) -> str:
+        conn = workers[0]._slots[0].conns[0]
+        with conn.lock:
+            conn.failed(OSError("network blip"))
+            conn._retry_at = 0.0
+            assert conn.client is not None  # reconnects at once: a new connection
+        return "done"
+
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="blip"))
+    with Worker(config, "echo", echo_listener(handler_fn=handler_fn)) as worker:
+        workers.append(worker)
+        assert worker.step() is Outcome.LOST
+    assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "ready"
+
+
+def test_process_isolation_refuses_a_listener_it_cannot_import(config: LoadedConfig) -> None:
+    def handler_fn(publisher: ProgressPublisher, job: EchoJob) -> str:
+        return "not the module's"
+
+    with pytest.raises(ListenerError, match="is not the function this worker was given"):
+        Worker(config, "echo", echo_listener(handler_fn=handler_fn),
+               WorkerOptions(isolation="process"))
+    with pytest.raises(ListenerError, match="not __main__"):
+        Worker(config, "echo", echo_listener(module="__main__"),
+               WorkerOptions(isolation="process"))

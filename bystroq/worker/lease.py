@@ -35,8 +35,9 @@ class Lease:
     done: bool = False
 
     def fresh(self) -> bool:
-        """True while the server certainly still holds the job for us (half the TTR)."""
-        return time.monotonic() - self.touched_at < self.ttr / 2
+        """True while the server certainly still holds the job for us: the reserving
+        connection is still open and less than half the TTR passed since the last touch."""
+        return self.job.held and time.monotonic() - self.touched_at < self.ttr / 2
 
     def touch(self, final: bool = False) -> bool:
         """Refresh the TTR; False (and the lease stopped) when the job is no longer ours.
@@ -48,6 +49,10 @@ class Lease:
         with conn.lock:
             if self.done and not final:
                 return True
+            if not self.job.held:
+                self.halt(LeaseLost(f"connection to {conn.server} was lost while job "
+                                    f"{self.job.id} ran"))
+                return False
             at = time.monotonic()
             try:
                 conn.client.touch(greenstalk.Job(self.job.id, b""))

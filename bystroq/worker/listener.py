@@ -79,3 +79,21 @@ def load_listener(module_name: str) -> Listener:
         failed_msg_fn=getattr(module, "failed_msg_fn", default_failed_msg_fn),
         module=module_name,
     )
+
+
+def check_importable(listener: Listener) -> None:
+    """Process isolation imports the listener by module name in a child process: the
+    module must define the same job type and functions at its top level."""
+    module = listener.module
+    fix = ("define job_data_type, handler_fn, submit_msg_fn and completed_msg_fn at the top "
+           "level of an importable module, or use isolation inline")
+    if not module or module == "__main__":
+        raise ListenerError(f"process isolation needs the listener in an importable module, "
+                            f"not {module or 'an unnamed one'}; {fix}")
+    loaded = load_listener(module)
+    differ = [name for name in (*REQUIRED, "failed_msg_fn")
+              if getattr(loaded, name) is not getattr(listener, name)]
+    if differ:
+        raise ListenerError(f"process isolation: {module}.{differ[0]} is not the function "
+                            f"this worker was given, so a child process would run other "
+                            f"code; {fix}")

@@ -51,13 +51,19 @@ from bystroq.servers import (
     Server,
     connections,
     delete_then_reserve,
-    job_reserves_and_ttr,
+    job_reserves_ttr_pri,
     servers_of,
 )
 from bystroq.worker.control import ControlListener
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease, LeaseKeeper
-from bystroq.worker.listener import Listener, default_failed_msg_fn, describe, load_listener
+from bystroq.worker.listener import (
+    Listener,
+    check_importable,
+    default_failed_msg_fn,
+    describe,
+    load_listener,
+)
 from bystroq.worker.policy import RetryPolicy, exception_names
 from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
 
@@ -121,6 +127,8 @@ class Worker:
         self.worker_id = self.options.worker_id or default_worker_id()
         self.concurrency = self.options.concurrency or self.conf.concurrency
         self.isolation = self.options.isolation or self.conf.isolation
+        if self.isolation == "process":
+            check_importable(self.listener)
         self.keeper = LeaseKeeper(touch_interval_s=self.options.touch_interval_s)
         self.counts: Counter[Outcome] = Counter()
         self.log = structlog.get_logger("bystroq.worker").bind(
@@ -131,6 +139,9 @@ class Worker:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._drain_deadline: float | None = None
+        self._signals: list[int] = []  # appended by the signal handler only
+        self._signals_seen = 0
+        self._crashed = False
 
     # -- one job at a time, in the caller's thread -------------------------------------
 
@@ -146,7 +157,10 @@ class Worker:
     # -- the long-running loop ---------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped (SIGTERM/SIGINT, `stop()`), empty in burst mode, or max_jobs."""
+        """Run until stopped (SIGTERM/SIGINT, `stop()`), empty in burst mode, or max_jobs.
+
+        Returns 0, or 1 if a slot stopped on an unexpected error.
+        """
         restore = self._install_signals()
         control = ControlListener(self.servers, self.worker_id, self.cancel).start()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
@@ -162,6 +176,7 @@ class Worker:
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(timeout=0.1)
+                self._on_signals()
                 deadline = self._drain_deadline
                 if deadline is not None and time.monotonic() > deadline:
                     self.keeper.halt_all(ShuttingDown("drain timeout passed"))
@@ -171,7 +186,7 @@ class Worker:
             self.close()
         done = {k.value: v for k, v in self.counts.items() if v}
         self.log.info("worker stopped", **done)
-        return 0
+        return 1 if self._crashed else 0
 
     def cancel(self, server: Server, queue_id: int, reason: BaseException) -> bool:
         """Stop the handler of job `queue_id` from `server`, if this worker runs it."""
@@ -190,21 +205,13 @@ class Worker:
             self._drain_deadline = deadline
 
     def _install_signals(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT only count (a handler must not log or take locks); the main loop
+        acts on them in `_on_signals`."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self._stopping.is_set():
-                self.log.warning("second signal: stopping now, releasing running jobs",
-                                 signal=name)
-                self.stop(drain_timeout_s=0)
-                self.keeper.halt_all(ShuttingDown(f"worker stopped by a second {name}"))
-            else:
-                self.log.info("stopping: finishing running jobs", signal=name,
-                              drain_timeout_s=self.options.drain_timeout_s,
-                              running=len(self.keeper.leases()))
-                self.stop()
+            self._signals.append(signum)
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -213,6 +220,21 @@ class Worker:
                 signal.signal(sig, handler)
 
         return restore
+
+    def _on_signals(self) -> None:
+        while self._signals_seen < len(self._signals):
+            name = signal.Signals(self._signals[self._signals_seen]).name
+            self._signals_seen += 1
+            if self._signals_seen == 1:
+                self.log.info("stopping: finishing running jobs", signal=name,
+                              drain_timeout_s=self.options.drain_timeout_s,
+                              running=len(self.keeper.leases()))
+                self.stop()
+            else:
+                self.log.warning("second signal: stopping now, releasing running jobs",
+                                 signal=name)
+                self.stop(drain_timeout_s=0)
+                self.keeper.halt_all(ShuttingDown(f"worker stopped by a second {name}"))
 
     def _slot_loop(self, slot: Slot) -> None:
         try:
@@ -230,7 +252,16 @@ class Worker:
                     if self.options.burst:
                         return
                     continue
-                outcome = slot.process(job)
+                try:
+                    outcome = slot.process(job)
+                except Exception:
+                    # A bug, not a job's failure: drop the connection so that the server
+                    # gives the job out again, and stop this slot loudly.
+                    self.log.exception("slot stopped on an unexpected error; the job goes "
+                                       "back to the server", queueID=job.id)
+                    job.conn.failed(RuntimeError("slot error"))
+                    self._crashed = True
+                    return
                 with self._lock:
                     self.counts[outcome] += 1
         finally:
@@ -308,7 +339,7 @@ class Slot:
                     if job is None:
                         continue
                 self._next = (self._next + i + 1) % len(self.conns)
-                return Reserved(job.id, job.body, conn)
+                return Reserved(job.id, job.body, conn, conn.generation)
             now = time.monotonic()
             if now >= deadline or self.worker.stopping:
                 return None
@@ -327,7 +358,7 @@ class Slot:
             return job
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete")
+                self._job_command(pending, "delete", self.worker.log)
         try:
             return conn.client.reserve(timeout)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
@@ -338,7 +369,7 @@ class Slot:
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete")
+                self._job_command(pending, "delete", self.worker.log)
 
     def _delete_missed(self, job: Reserved) -> None:
         self.worker.log.warning("delete after the event: job no longer ours", queueID=job.id)
@@ -351,7 +382,7 @@ class Slot:
         reserved_at = time.monotonic()
         try:
             with conn.lock:
-                attempt, ttr = job_reserves_and_ttr(conn, job.id)
+                attempt, ttr, job.priority = job_reserves_ttr_pri(conn, job.id)
         except greenstalk.NotFoundError:
             return Outcome.LOST
         except CONNECTION_ERRORS as exc:
@@ -362,10 +393,10 @@ class Slot:
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
-            worker.log.warning("invalid job buried", queueID=job.id, submissionID=None,
-                               attempt=attempt, reason=str(exc), server=job.server.name)
+            log = worker.log.bind(queueID=job.id, submissionID=None, attempt=attempt)
+            log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury")
+            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.INVALID
         log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
         if attempt > worker.policy.reserve_cap:
@@ -373,11 +404,19 @@ class Slot:
                       f"{worker.policy.reserve_cap}); buried for inspection")
             log.error("poison job buried", reason=reason)
             message = FailedJobMessage(submissionID=data.submissionID, reason=reason)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury")
+            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.GAVE_UP
 
-        started = stamp(worker.listener.submit_msg_fn(data), **fields, at=time.time(), seq=0)
-        if not self._put(job, encode(started), log):
+        try:
+            started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
+                                   at=time.time(), seq=0))
+        except Exception as exc:  # a listener bug fails the job, never the worker
+            reason = f"submit_msg_fn failed: {describe(exc)}"
+            log.error("job failed", reason=reason)
+            message = self._failed_message(data, job.id, exc)
+            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            return Outcome.FAILED
+        if not self._put(job, started, log):
             return Outcome.RELEASED
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
@@ -398,7 +437,7 @@ class Slot:
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "delete")
+            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "delete", log)
             log.info("job cancelled", reason=str(exc))
             return Outcome.CANCELLED
         except (JobTimeout, HandlerDied) as exc:
@@ -414,9 +453,10 @@ class Slot:
         duration_s = round(time.monotonic() - reserved_at, 6)
         if execution.completed is not None:
             # The delete is sent with the next reserve (one round trip for both).
-            if self._put(job, execution.completed, log):
-                self._pending_delete = job
-                log.info("job completed", duration_s=duration_s)
+            if not self._put(job, execution.completed, log):
+                return Outcome.RELEASED
+            self._pending_delete = job
+            log.info("job completed", duration_s=duration_s)
             return Outcome.COMPLETED
         return self._failed(job, data, execution, error, fields, log, attempt)
 
@@ -432,13 +472,13 @@ class Slot:
         if delay is not None:
             message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
                                          delay_s=delay)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "release",
+            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "release", log,
                          delay=delay)
             log.warning("job will be retried", reason=reason, delay_s=delay)
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "bury")
+        self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
 
@@ -460,6 +500,9 @@ class Slot:
         """Put an event; on a server refusal the job is released to be tried later."""
         conn = job.conn
         with conn.lock:
+            if not job.held:  # the connection was replaced: the server released the job
+                log.warning("event not stored: the job's connection was lost")
+                return False
             try:
                 conn.client.put(body)
                 return True
@@ -470,49 +513,49 @@ class Slot:
             except greenstalk.BeanstalkdError as exc:
                 log.error("event not stored: job released for later",
                           error=type(exc).__name__, delay_s=REPORT_RETRY_DELAY_S)
-                self._job_command(job, "release", REPORT_RETRY_DELAY_S)
+                self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
                 return False
 
-    def _report(self, job: Reserved, message: Any, action: str, delay: int = 0) -> bool:
+    def _report(self, job: Reserved, message: Any, action: str, log: Any,
+                delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
-        log = self.worker.log.bind(queueID=job.id)
         body = message if isinstance(message, bytes) else encode(message)
         if not self._put(job, body, log):
             return False
         with job.conn.lock:
-            return self._job_command(job, action, delay)
+            return self._job_command(job, action, log, delay)
 
-    def _job_command(self, job: Reserved, action: str, delay: int = 0) -> bool:
+    def _job_command(self, job: Reserved, action: str, log: Any, delay: int = 0) -> bool:
+        """delete, bury or release (keeping the job's priority) over the reserving connection."""
         conn, ref = job.conn, greenstalk.Job(job.id, b"")
         try:
+            # Not checked against `job.held`: bury and release only work for the reserving
+            # connection anyway, and a delete after the completed event was stored should
+            # remove the job even if it went back to ready meanwhile.
             if action == "delete":
                 conn.client.delete(ref)
             elif action == "bury":
-                conn.client.bury(ref)
+                conn.client.bury(ref, priority=job.priority)
             else:
-                conn.client.release(ref, delay=delay)
+                conn.client.release(ref, priority=job.priority, delay=delay)
             return True
         except greenstalk.NotFoundError:
-            if action == "delete":
-                self._delete_missed(job)
-            else:
-                self.worker.log.warning(f"{action} after the event: job no longer ours",
-                                        queueID=job.id)
+            log.warning(f"{action} after the event: job no longer ours", queueID=job.id)
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
-            self.worker.log.warning(f"{action} after the event: connection lost",
-                                    queueID=job.id, error=str(exc))
+            log.warning(f"{action} after the event: connection lost", queueID=job.id,
+                        error=str(exc))
         return False
 
     def _release(self, job: Reserved, log: Any, reason: str) -> Outcome:
         with job.conn.lock:
-            self._job_command(job, "release", 0)
+            self._job_command(job, "release", log, 0)
         log.info("job released for another worker", reason=reason)
         return Outcome.RELEASED
 
     def _progress_sender(self, conn: Connection) -> Callable[[str, bytes], None]:
         def send(tube: str, body: bytes) -> None:
-            with conn.lock:
+            with self.runner.shield(), conn.lock:
                 try:
                     conn.use_tube(tube).put(body)
                 except CONNECTION_ERRORS as exc:

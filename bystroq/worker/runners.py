@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import msgspec
@@ -41,6 +42,10 @@ class Runner(Protocol):
 
     def stop(self, reason: BaseException) -> None: ...
 
+    def shield(self) -> contextlib.AbstractContextManager[None]:
+        """Hold a stop back while the handler's thread talks to the server."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +69,8 @@ class InlineRunner:
         self._lock = threading.Lock()
         self._thread_id: int | None = None
         self._reason: BaseException | None = None
+        self._shielded = 0
+        self._held_back = False
 
     def run(self, job: Any, body: bytes, publisher: ProgressPublisher,
             fields: dict[str, Any]) -> tuple[Execution, BaseException | None]:
@@ -86,7 +93,31 @@ class InlineRunner:
         with self._lock:
             if self._thread_id is not None and self._reason is None:
                 self._reason = reason
-                _async_raise(self._thread_id, _Interrupt)
+                if self._shielded:
+                    self._held_back = True  # raised when the shield ends
+                else:
+                    _async_raise(self._thread_id, _Interrupt)
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        """An exception raised into the thread mid-command would leave the connection
+        out of step with the server; a stop that comes meanwhile waits for the end."""
+        with self._lock:
+            if self._reason is not None and not self._held_back:
+                # A stop is already on its way into this thread: take it and stop here.
+                _async_raise(threading.get_ident(), None)
+                raise _Interrupt()
+            self._shielded += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._shielded -= 1
+                deliver = self._held_back and not self._shielded
+                if deliver:
+                    self._held_back = False
+            if deliver:
+                raise _Interrupt()
 
     def close(self) -> None:
         pass
@@ -94,10 +125,10 @@ class InlineRunner:
 
 class ProcessRunner:
     """Runs handlers in one reused child process (its own process group); `stop` kills the
-    group, and the next job gets a fresh child."""
+    group, and the next job gets a fresh child. The child imports the listener by module
+    name (the Worker checks that it can: `check_importable`)."""
 
     def __init__(self, listener: Listener) -> None:
-        assert listener.module, "process isolation needs a listener importable by module name"
         self.listener = listener
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -148,6 +179,9 @@ class ProcessRunner:
             if self._reason is None:
                 self._reason = reason
             self._kill()
+
+    def shield(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the child's progress goes over its own connection
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
