@@ -7,6 +7,7 @@ Each scenario starts its own beanstalkd servers and worker processes and stops t
 from __future__ import annotations
 
 import functools
+import random
 import signal
 import subprocess
 import sys
@@ -59,10 +60,10 @@ class Run:
         self.completed: Counter[object] = Counter()
         self.failed: Counter[object] = Counter()
 
-    def worker(self, *args: str) -> subprocess.Popen[bytes]:
+    def worker(self, *args: str, category: str = "echo") -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bystroq", "--log-level", "warning", "--config",
-             str(self.config_file), "listen", "--tube", "echo", *args],
+             str(self.config_file), "listen", "--tube", category, *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.stack.callback(_stop, proc)
@@ -130,7 +131,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _run(count: int, binlog: bool = False, extra: str = "") -> Iterator[Run]:
+def chaos_run(count: int, binlog: bool = False, extra: str = "") -> Iterator[Run]:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bystroq-chaos-")))
         servers = []
@@ -155,7 +156,7 @@ def _done_at_least(run: Run, ids: Sequence[object], count: int) -> bool:
 
 def killed_workers(jobs: int = 300, kills: int = 3) -> Report:
     """Two workers, ~50 ms jobs; one worker is SIGKILLed `kills` times and restarted."""
-    with _run(1) as run:
+    with chaos_run(1) as run:
         start = time.monotonic()
         ids = _submit(run, jobs, sleep_s=0.05)
         steady = run.worker()
@@ -175,7 +176,7 @@ def killed_workers(jobs: int = 300, kills: int = 3) -> Report:
 
 def killed_server(jobs: int = 2000) -> Report:
     """beanstalkd with a binlog is SIGKILLed mid-run and started again on its port."""
-    with _run(1, binlog=True) as run:
+    with chaos_run(1, binlog=True) as run:
         start = time.monotonic()
         ids = _submit(run, jobs, sleep_s=0.002)
         run.worker("--concurrency", "2")
@@ -188,7 +189,7 @@ def killed_server(jobs: int = 2000) -> Report:
 
 def server_away(jobs: int = 600) -> Report:
     """Three servers; one stops mid-run and comes back; submit never fails meanwhile."""
-    with _run(3, binlog=True) as run:
+    with chaos_run(3, binlog=True) as run:
         start = time.monotonic()
         run.worker("--concurrency", "2")
         ids: list[object] = [f"j{i}" for i in range(jobs)]
@@ -220,7 +221,7 @@ def server_away(jobs: int = 600) -> Report:
 
 def poison_job(others: int = 100, max_attempts: int = 3) -> Report:
     """A handler that kills its worker (os._exit): buried after max_attempts; the rest run."""
-    with _run(1, extra=f"max_attempts: {max_attempts}") as run:
+    with chaos_run(1, extra=f"max_attempts: {max_attempts}") as run:
         start = time.monotonic()
         with Producer(run.config) as producer:
             producer.submit("echo", {"submissionID": "poison", "exit_code": 1})
@@ -238,6 +239,101 @@ def poison_job(others: int = 100, max_attempts: int = 3) -> Report:
         run.wait_for(done, 60)
         report = run.report("poison job (os._exit) among 100", ids, start)
         report.notes.append(f"worker deaths={deaths}, poison failed events={run.failed['poison']}")
+        if run.failed["poison"] < 1 or report.buried != 1:
+            report.lost += 1  # the poison job's own outcome went missing
+        return report
+
+
+def drained_on_sigterm(jobs: int = 8) -> Report:
+    """SIGTERM while `jobs` slow jobs run: they finish within the drain timeout, the worker
+    exits 0 and nothing stays reserved."""
+    with chaos_run(1) as run:
+        start = time.monotonic()
+        ids = _submit(run, jobs, sleep_s=1.0)
+        worker = run.worker("--concurrency", str(jobs), "--drain-timeout", "30")
+        wait_started(run, jobs)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+        run.wait_for(lambda: all(run.completed[i] for i in ids), 10)
+        report = run.report(f"SIGTERM with {jobs} jobs running (drain 30 s)", ids, start)
+        report.notes.append(f"exit code={code}, reserved after={_reserved(run, _tube(run))}")
+        if code != 0 or _reserved(run, _tube(run)):
+            report.lost = max(report.lost, 1)
+        return report
+
+
+def released_on_short_drain(jobs: int = 8) -> Report:
+    """SIGTERM with a drain timeout shorter than the jobs: they are released at once and a
+    second worker completes them."""
+    with chaos_run(1) as run:
+        start = time.monotonic()
+        ids = _submit(run, jobs, sleep_s=2.0)
+        first = run.worker("--concurrency", str(jobs), "--drain-timeout", "0.3")
+        wait_started(run, jobs)
+        first.send_signal(signal.SIGTERM)
+        code = first.wait(timeout=30)
+        run.worker("--concurrency", str(jobs))
+        run.wait_for(lambda: all(run.completed[i] for i in ids), 60)
+        report = run.report(f"SIGTERM, drain 0.3 s, {jobs} jobs released", ids, start)
+        report.notes.append(f"first worker exit code={code}")
+        return report
+
+
+def server_restarted(jobs: int = 200) -> Report:
+    """The network to the server is cut (the server restarts, without binlog, while no job
+    is reserved): the same worker process reconnects and goes on."""
+    with chaos_run(1) as run:
+        start = time.monotonic()
+        worker = run.worker()
+        first = _submit(run, jobs // 2)
+        run.wait_for(lambda: all(run.completed[i] for i in first), 60)
+        run.servers[0].kill()
+        run.servers[0].start()
+        second: list[object] = [f"k{i}" for i in range(jobs - len(first))]
+        with Producer(run.config) as producer:
+            for submission_id in second:
+                producer.submit("echo", {"submissionID": submission_id})
+        run.wait_for(lambda: all(run.completed[i] for i in second), 60)
+        report = run.report("server restarted (no binlog) under a worker", [*first, *second],
+                            start)
+        alive = worker.poll() is None
+        report.notes.append(f"same worker alive={alive}")
+        if not alive:
+            report.lost = max(report.lost, 1)
+        return report
+
+
+def fuzzed_bodies(count: int = 200, seed: int = 1) -> Report:
+    """Random bytes, random JSON and near-valid jobs through one real worker: each ends as
+    a failed event and a buried job, and the worker never dies."""
+    rng = random.Random(seed)
+    valid = {"submissionID": 1, "sleep_s": 0, "fail": "always"}
+    with chaos_run(1) as run:
+        start = time.monotonic()
+        worker = run.worker()
+        queue_ids: list[object] = []
+        with Producer(run.config) as producer:
+            for n in range(count):
+                kind = n % 3
+                if kind == 0:
+                    body = rng.randbytes(rng.randint(0, 200))
+                elif kind == 1:
+                    body = msgspec.json.encode(rng.choice(
+                        [None, 1, "x", [1, 2], {"a": 1}, {"submissionID": [1]}, 2.5]))
+                else:
+                    key = rng.choice(sorted(valid))
+                    body = msgspec.json.encode({**valid, key: rng.choice([[1], {}, True])})
+                queue_ids.append(f"q{producer.submit('echo', body).job_id}")
+        # Every body ends failed: invalid ones by queueID, valid ones fail in the handler.
+        run.wait_for(lambda: run.buried() == count, 60)
+        report = run.report(f"{count} fuzzed bodies through one worker", queue_ids, start)
+        failed = sum(run.failed.values())
+        report.completed = failed  # here, done means: failed event published and buried
+        report.lost = count - min(failed, report.buried)
+        alive = worker.poll() is None
+        report.notes.append(f"failed events={failed}, worker alive={alive}")
+        if not alive:
+            report.lost = max(report.lost, 1)
         return report
 
 
@@ -246,7 +342,15 @@ SCENARIOS: dict[str, Callable[[], Report]] = {
     "killed_server": killed_server,
     "server_away": server_away,
     "poison_job": poison_job,
+    "drained_on_sigterm": drained_on_sigterm,
+    "released_on_short_drain": released_on_short_drain,
+    "fuzzed_bodies": fuzzed_bodies,
+    "server_restarted": server_restarted,
 }
+
+
+def _tube(run: Run) -> str:
+    return run.config.category("echo").submission
 
 
 def wait_started(run: Run, count: int) -> None:
@@ -256,4 +360,7 @@ def wait_started(run: Run, count: int) -> None:
 
 def _reserved(run: Run, tube: str) -> int:
     with greenstalk.Client((run.servers[0].host, run.servers[0].port), encoding=None) as client:
-        return int(client.stats_tube(tube)["current-jobs-reserved"])
+        try:
+            return int(client.stats_tube(tube)["current-jobs-reserved"])
+        except greenstalk.NotFoundError:  # no job left: the tube is gone
+            return 0

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import greenstalk
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bystroq import Outcome, Producer, Worker
-from bystroq.chaos import killed_server, killed_workers, poison_job, server_away
-from bystroq.config import LoadedConfig
-from tests.conftest import Tubes
+from bystroq import Producer
+from bystroq.chaos import (
+    Run,
+    chaos_run,
+    drained_on_sigterm,
+    fuzzed_bodies,
+    killed_server,
+    killed_workers,
+    poison_job,
+    released_on_short_drain,
+    server_away,
+    server_restarted,
+)
+from bystroq.testing import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -37,6 +54,32 @@ def test_poison_job_is_buried_and_the_rest_complete() -> None:
     assert report.buried == 1
 
 
+def test_sigterm_drains_running_jobs() -> None:
+    report = drained_on_sigterm(jobs=8)
+    assert report.lost == 0 and report.completed == 8
+    assert report.notes == ["exit code=0, reserved after=0"]
+    assert report.ran_twice == 0
+
+
+def test_short_drain_releases_jobs_to_another_worker() -> None:
+    report = released_on_short_drain(jobs=8)
+    assert report.lost == 0 and report.completed == 8
+    assert report.notes == ["first worker exit code=0"]
+    assert report.ran_twice == 8  # each was started, released, and run again
+
+
+def test_worker_reconnects_after_the_server_restarts() -> None:
+    report = server_restarted(jobs=200)
+    assert report.lost == 0 and report.completed == 200
+    assert report.notes == ["same worker alive=True"]
+
+
+def test_fuzzed_bodies_scenario() -> None:
+    report = fuzzed_bodies(count=150)
+    assert report.lost == 0 and report.buried == 150
+    assert report.notes == ["failed events=150, worker alive=True"]
+
+
 VALID = {"submissionID": 1, "inputFilePath": "/nonexistent", "outputBasePath": "/tmp/x"}
 
 near_valid = st.fixed_dictionaries({}).flatmap(lambda _: st.one_of(
@@ -51,22 +94,45 @@ json_values = st.recursive(
 )
 
 
+@pytest.fixture(scope="module")
+def fuzz_run() -> Iterator[tuple[Run, subprocess.Popen[bytes]]]:
+    """One real `bystroq listen` process for every example: it must never die."""
+    with chaos_run(1) as run:
+        yield run, run.worker(category="annotation")
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=st.one_of(
     st.binary(max_size=300),
-    json_values.map(lambda v: __import__("json").dumps(v).encode()),
-    near_valid.map(lambda v: __import__("json").dumps(v).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    near_valid.map(lambda v: json.dumps(v).encode()),
 ))
-def test_fuzzed_bodies_fail_cleanly(config: LoadedConfig, tubes: Tubes, body: bytes) -> None:
-    """Whatever the body, the job ends failed and buried, and the worker goes on."""
-    with Producer(config) as producer:
-        producer.submit("annotation", body)
-    with Worker(config, "annotation") as worker:
-        outcome = worker.step()
+def test_fuzzed_bodies_fail_cleanly(
+    fuzz_run: tuple[Run, subprocess.Popen[bytes]], body: bytes
+) -> None:
+    """Whatever the body, the job ends as a failed event and a buried job."""
+    run, worker = fuzz_run
+    with Producer(run.config) as producer:
+        handle = producer.submit("annotation", body)
+    address = (run.servers[0].host, run.servers[0].port)
+    with greenstalk.Client(address, encoding=None) as client:
+        wait_until(lambda: client.stats_job(handle.job_id)["state"] == "buried")
     # A body that happens to be a valid job fails on its missing input file.
-    assert outcome in (Outcome.INVALID, Outcome.FAILED)
-    events = tubes.events(config.category("annotation").events)
-    assert [e["event"] for e in events][-1] == "failed"
-    submission = config.category("annotation").submission
-    assert tubes.counts(submission)["buried"] >= 1
-    assert tubes.counts(submission)["ready"] == 0
+    failed = [e for e in events_of(run, "annotation") if e["event"] == "failed"]
+    assert [e["queueID"] for e in failed] == [handle.job_id]
+    assert worker.poll() is None
+
+
+def events_of(run: Run, category: str) -> list[dict[str, Any]]:
+    """Every ready event of the category, consumed."""
+    out = []
+    address = (run.servers[0].host, run.servers[0].port)
+    with greenstalk.Client(address, encoding=None,
+                           watch=run.config.category(category).events) as client:
+        while True:
+            try:
+                job = client.reserve(0)
+            except greenstalk.TimedOutError:
+                return out
+            out.append(msgspec.json.decode(job.body))
+            client.delete(job)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import greenstalk
 import pytest
 
 from bystroq import Outcome, Producer, Retry, Worker, WorkerOptions
@@ -143,6 +141,7 @@ def _listen(config_file: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.chaos
 def test_sigterm_lets_running_jobs_finish(
     server: Beanstalkd, prefix: str, tubes: Tubes, tmp_path: Path
 ) -> None:
@@ -166,6 +165,7 @@ def test_sigterm_lets_running_jobs_finish(
                for line in err.splitlines())
 
 
+@pytest.mark.chaos
 def test_short_drain_releases_jobs_for_another_worker(
     server: Beanstalkd, prefix: str, tubes: Tubes, tmp_path: Path
 ) -> None:
@@ -196,6 +196,7 @@ def test_short_drain_releases_jobs_for_another_worker(
         (i, 2) for i in range(4)]
 
 
+@pytest.mark.chaos
 def test_second_signal_stops_at_once(
     server: Beanstalkd, prefix: str, tubes: Tubes, tmp_path: Path
 ) -> None:
@@ -215,6 +216,7 @@ def test_second_signal_stops_at_once(
     assert tubes.counts(submission)["ready"] == 1
 
 
+@pytest.mark.chaos
 def test_worker_reconnects_after_its_server_restarts(prefix: str, tmp_path: Path) -> None:
     """A network cut (here: the server restarted on its port): the worker goes on."""
     live = Beanstalkd(binlog_dir=tmp_path / "binlog").start()
@@ -239,9 +241,3 @@ def test_worker_reconnects_after_its_server_restarts(prefix: str, tmp_path: Path
         assert "after" in done
     finally:
         live.kill()
-
-
-def test_greenstalk_job_none_guard() -> None:
-    # The pipelined helpers rely on greenstalk's private parser staying where it is.
-    assert callable(greenstalk._parse_response)
-    assert os.path.exists(greenstalk.__file__)
