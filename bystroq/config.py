@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from ruamel.yaml import YAML
@@ -20,11 +20,16 @@ ENV_VAR = "BYSTROQ_CONFIG"
 TEMPLATE_NAME = "beanstalk.clean.yml"
 
 
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Backoff between attempts: base_s * 2**(attempt-1), capped at max_s, with jitter."""
 
-    base_s: float = 1.0
-    max_s: float = 300.0
+    base_s: NonNegative = 1.0
+    max_s: NonNegative = 300.0
     jitter: bool = True
     # Names of exception classes (e.g. "TimeoutError", "mypkg.errors.Flaky") that retry;
     # empty means every exception retries once a policy is set.
@@ -37,11 +42,11 @@ class CategoryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     submission: str
     events: str
     listener: str | None = None
-    ttr: int = 60
-    max_attempts: int | None = None
+    ttr: AtLeastOne = 60
+    max_attempts: AtLeastOne | None = None
     retry: RetryConfig | None = None
-    timeout: float | None = None
-    concurrency: int = 1
+    timeout: Positive | None = None
+    concurrency: AtLeastOne = 1
     isolation: Literal["inline", "process"] = "inline"
 
 
@@ -198,12 +203,22 @@ def _explain(message: str) -> str:
     missing = re.match(r"Object missing required field `(.+)`", what)
     if missing:
         key = f"{path}.{missing[1]}" if path else missing[1]
-        return f"missing key `{key}`"
+        return f"missing key `{key}`; required there: {_required_keys(path)}"
     where = f"key `{path}`: " if path else ""
     return f"{where}{what[0].lower()}{what[1:]}" if what else f"{where}invalid"
 
 
+def _required_keys(path: str) -> str:
+    struct = _struct_at(path)
+    fields = msgspec.structs.fields(struct)
+    return ", ".join(f.name for f in fields if f.required)
+
+
 def _expected_keys(path: str) -> str:
+    return ", ".join(_struct_at(path).__struct_fields__)
+
+
+def _struct_at(path: str) -> Any:
     parts = path.split(".") if path else []
     struct: Any = Config
     if parts[:1] == ["beanstalkd"]:
@@ -212,4 +227,4 @@ def _expected_keys(path: str) -> str:
             struct = CategoryConfig
             if len(parts) >= 4 and parts[3] == "retry":
                 struct = RetryConfig
-    return ", ".join(struct.__struct_fields__)
+    return struct

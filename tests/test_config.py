@@ -80,13 +80,26 @@ def test_address_without_port() -> None:
 
 def test_category_without_events() -> None:
     text = BYSTRO_FILE.replace("      events: saveFromQuery_events\n", "")
-    assert error_of(text) == "conf.yml: missing key `beanstalkd.tubes.saveFromQuery.events`"
+    assert error_of(text) == ("conf.yml: missing key `beanstalkd.tubes.saveFromQuery.events`; "
+                              "required there: submission, events")
 
 
 def test_wrong_type() -> None:
     text = BYSTRO_FILE.replace("      events: annotation_events\n",
                                "      events: annotation_events\n      ttr: soon\n")
     assert "key `beanstalkd.tubes.annotation.ttr`: expected `int`, got `str`" in error_of(text)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("concurrency: 0", "key `beanstalkd.tubes.annotation.concurrency`: expected `int` >= 1"),
+    ("ttr: -5", "key `beanstalkd.tubes.annotation.ttr`: expected `int` >= 1"),
+    ("max_attempts: 0", "key `beanstalkd.tubes.annotation.max_attempts`: expected `int` >= 1"),
+    ("timeout: 0", "key `beanstalkd.tubes.annotation.timeout`: expected `float` > 0.0"),
+])
+def test_numbers_out_of_range(line: str, expected: str) -> None:
+    text = BYSTRO_FILE.replace("      events: annotation_events\n",
+                               f"      events: annotation_events\n      {line}\n")
+    assert error_of(text) == f"conf.yml: {expected}"
 
 
 def test_not_a_mapping() -> None:
