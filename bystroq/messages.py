@@ -81,9 +81,10 @@ class CompletedJobMessage(EventMessage, frozen=True, kw_only=True, tag="complete
 
 
 class FailedJobMessage(EventMessage, frozen=True, kw_only=True, tag="failed"):
-    """The handler failed, or gave up after its attempts."""
+    """The handler failed, or the worker gave up after max_attempts (`gaveUp`)."""
 
     reason: str
+    gaveUp: bool = False
 
     @property
     def event(self) -> Event:

@@ -88,6 +88,16 @@ def test_retrying_then_a_new_attempt(store: SQLStore) -> None:
     assert record is not None and (record.state, record.attempts) == ("completed", 2)
 
 
+def test_giving_up_names_the_worker_last_seen(store: SQLStore) -> None:
+    store.apply_events([event("started", attempt=3)])
+    gave_up = event("failed", attempt=4, worker="w2", reason="gave up after 3 attempts",
+                    gaveUp=True)
+    store.apply_events([gave_up])
+    record = store.get("s1")
+    assert record is not None and record.worker == "w2"
+    assert record.reason == "gave up after 3 attempts; last seen on worker w1"
+
+
 def test_an_unknown_submission_gets_a_record(store: SQLStore) -> None:
     store.apply_events([event("completed", sid="new", seq=1)])
     record = store.get("new")

@@ -165,9 +165,13 @@ def apply(record: Record, event: IncomingEvent, now: float) -> bool:
         record.attempts, record.attempt_done, record.seq = attempt, False, -1
     record.seq = event.seq if event.seq is not None else record.seq + 1
     record.updated_at = now
+    last_worker = record.worker
     if event.worker is not None:
         record.worker = event.worker
     _EFFECTS[event.event](record, event)
+    if event.body.get("gaveUp") and last_worker and record.reason:
+        # The worker that gave up never ran the job; the record knows who last did.
+        record.reason = f"{record.reason}; last seen on worker {last_worker}"
     if event.event in ENDS_ATTEMPT:
         record.attempt_done = True
     return True

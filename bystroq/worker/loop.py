@@ -403,7 +403,8 @@ class Slot:
             reason = (f"gave up after {attempt - 1} attempts (max_attempts "
                       f"{worker.policy.reserve_cap}); buried for inspection")
             log.error("poison job buried", reason=reason)
-            message = FailedJobMessage(submissionID=data.submissionID, reason=reason)
+            message = FailedJobMessage(submissionID=data.submissionID, reason=reason,
+                                       gaveUp=True)
             self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.GAVE_UP
 
