@@ -23,6 +23,7 @@ from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
+    ServerHealth,
     delete_many,
     reserve_many,
     servers_of,
@@ -54,7 +55,8 @@ class Consumer:
         self.store = store
         self.batch = batch
         # One connection per server and events tube, so each event's category is known.
-        self.conns = [(Connection(server, watch=[tube]), name)
+        health = ServerHealth()
+        self.conns = [(Connection(server, watch=[tube], health=health), name)
                       for server in servers_of(config.addresses)
                       for tube, name in self.category_of.items()]
         self.stats = ConsumerStats()

@@ -63,6 +63,31 @@ class Backoff:
         self.failures = 0
 
 
+class ServerHealth:
+    """Which servers are down, shared by a process's connections: a change of state is
+    logged once per server, not once per connection or per retry."""
+
+    def __init__(self) -> None:
+        self._down: dict[Server, float] = {}
+        self._lock = threading.Lock()
+        self.log = structlog.get_logger("bystroq.servers")
+
+    def down(self, server: Server, exc: BaseException) -> None:
+        with self._lock:
+            if server in self._down:
+                return
+            self._down[server] = time.monotonic()
+        self.log.warning("server unreachable", server=server.name,
+                         error=str(exc) or type(exc).__name__)
+
+    def up(self, server: Server) -> None:
+        with self._lock:
+            since = self._down.pop(server, None)
+        if since is not None:
+            self.log.info("server reconnected", server=server.name,
+                          down_s=round(time.monotonic() - since, 3))
+
+
 class ServerDown(ConnectionError):
     """The server is in its backoff window after a failure; try again later."""
 
@@ -80,6 +105,7 @@ class Connection:
     watch: Sequence[str] = ()
     io_timeout_s: float = IO_TIMEOUT_S
     backoff: Backoff = field(default_factory=Backoff)
+    health: ServerHealth = field(default_factory=ServerHealth)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _client: greenstalk.Client[bytes] | None = None
     _using: str = "default"
@@ -130,11 +156,7 @@ class Connection:
             raise
         self._using = self.use
         self.generation += 1
-        if self._down_since is not None:
-            structlog.get_logger("bystroq.servers").info(
-                "server reconnected", server=self.server.name,
-                down_s=round(time.monotonic() - self._down_since, 3),
-            )
+        self.health.up(self.server)
         self._down_since = None
         self.backoff.reset()
 
@@ -152,9 +174,7 @@ class Connection:
         self._retry_at = time.monotonic() + self.backoff.next_delay()
         if self._down_since is None:
             self._down_since = time.monotonic()
-            structlog.get_logger("bystroq.servers").warning(
-                "server unreachable", server=self.server.name, error=str(exc) or type(exc).__name__
-            )
+            self.health.down(self.server, exc)
 
     def use_tube(self, tube: str) -> greenstalk.Client[bytes]:
         """The client, using `tube` for puts (one `use` command only when it changes)."""
@@ -200,10 +220,13 @@ class Reserved:
 
 
 def connections(
-    servers: Sequence[Server], *, use: str = "default", watch: Sequence[str] = ()
+    servers: Sequence[Server], *, use: str = "default", watch: Sequence[str] = (),
+    health: ServerHealth | None = None,
 ) -> list[Connection]:
     """One (not yet connected) connection per server."""
-    return [Connection(server, use=use, watch=tuple(watch)) for server in servers]
+    health = health or ServerHealth()
+    return [Connection(server, use=use, watch=tuple(watch), health=health)
+            for server in servers]
 
 
 def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:

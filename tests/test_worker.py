@@ -7,6 +7,7 @@ from typing import Any
 
 import greenstalk
 import pytest
+from structlog.testing import capture_logs
 
 from bystroq import (
     BaseMessage,
@@ -326,9 +327,13 @@ def test_worker_waits_out_a_server_that_is_down(prefix: str, tubes: Tubes) -> No
         with Producer(config) as producer:
             for i in range(4):
                 producer.submit("echo", EchoJob(submissionID=i))
-        with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+        options = WorkerOptions(burst=True, concurrency=4)
+        with capture_logs() as logs, Worker(config, "echo", options=options) as worker:
             worker.run()
         assert worker.counts[Outcome.COMPLETED] == 4
+        # Four slots and a control listener met the dead server: one line says so.
+        down = [e for e in logs if e["event"] == "server unreachable"]
+        assert [e["server"] for e in down] == [dead.address]
     finally:
         live.kill()
 

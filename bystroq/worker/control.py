@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from bystroq.errors import Cancelled
-from bystroq.servers import CONNECTION_ERRORS, Connection, Server
+from bystroq.servers import CONNECTION_ERRORS, Connection, Server, ServerHealth, connections
 
 CONTROL_PREFIX = "bystroq.control."
 
@@ -40,8 +40,9 @@ class ControlListener:
     def __init__(
         self, servers: Sequence[Server], worker_id: str,
         cancel: Callable[[Server, int, BaseException], bool],
+        health: ServerHealth | None = None,
     ) -> None:
-        self.conns = [Connection(s, watch=[control_tube(worker_id)]) for s in servers]
+        self.conns = connections(servers, watch=[control_tube(worker_id)], health=health)
         self.cancel = cancel
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bystroq-control", daemon=True)

@@ -49,6 +49,7 @@ from bystroq.servers import (
     Connection,
     Reserved,
     Server,
+    ServerHealth,
     connections,
     delete_then_reserve,
     job_reserves_ttr_pri,
@@ -130,6 +131,7 @@ class Worker:
         if self.isolation == "process":
             check_importable(self.listener)
         self.keeper = LeaseKeeper(touch_interval_s=self.options.touch_interval_s)
+        self.health = ServerHealth()  # one log line per server going down or coming back
         self.counts: Counter[Outcome] = Counter()
         self.log = structlog.get_logger("bystroq.worker").bind(
             tube=self.conf.submission, worker=self.worker_id
@@ -162,7 +164,8 @@ class Worker:
         Returns 0, or 1 if a slot stopped on an unexpected error.
         """
         restore = self._install_signals()
-        control = ControlListener(self.servers, self.worker_id, self.cancel).start()
+        control = ControlListener(self.servers, self.worker_id, self.cancel,
+                                  self.health).start()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
         threads = [
@@ -308,7 +311,8 @@ class Slot:
         self.worker = worker
         self.index = index
         self.conns = connections(
-            worker.servers, use=worker.conf.events, watch=[worker.conf.submission]
+            worker.servers, use=worker.conf.events, watch=[worker.conf.submission],
+            health=worker.health,
         )
         self.runner: Runner = (
             ProcessRunner(worker.listener) if worker.isolation == "process"
