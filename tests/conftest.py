@@ -5,16 +5,18 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import greenstalk
 import msgspec
 import pytest
+from click.testing import CliRunner
 
+from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.records import Store, open_store
-from bystroq.testing import Beanstalkd, config_for
+from bystroq.testing import Beanstalkd, config_for, config_text
 
 _counter = itertools.count()
 
@@ -125,3 +127,21 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 def store(records_url: str) -> Iterator[Store]:
     with open_store(records_url) as opened:
         yield opened
+
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def records_cli(server: Beanstalkd, prefix: str, tmp_path: Path, records_url: str) -> Invoke:
+    """`bystroq ARGS...` through click's runner, on this test's tubes and records store:
+    returns (exit code, stdout, stderr)."""
+    config_file = tmp_path / "records-cli.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix, records=records_url))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(main, ["--config", str(config_file), *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke

@@ -12,17 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from bystroq import Producer, Worker, WorkerOptions
 from bystroq.batches import BatchError, batch_status, cancel_batch, create_batch
-from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.feeder import Feeder
 from bystroq.records import Store
 from bystroq.testing import Beanstalkd, config_text, wait_until
-from tests.conftest import Tubes
+from tests.conftest import Invoke, Tubes
 
 
 @contextmanager
@@ -269,16 +267,9 @@ def test_csv_records(config: LoadedConfig, store: Store, tmp_path: Path) -> None
         "c1": {"message": "hello"}, "c2": {"message": "default"}}
 
 
-def test_cli_create_wait_status(server: Beanstalkd, prefix: str, tmp_path: Path,
-                                records_url: str, config: LoadedConfig) -> None:
-    config_file = tmp_path / "beanstalk.yml"
-    config_file.write_text(config_text([server.address], prefix=prefix, records=records_url))
-    runner = CliRunner()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        result = runner.invoke(main, ["--config", str(config_file), *args])
-        return result.exit_code, result.stdout, result.stderr
-
+def test_cli_create_wait_status(records_cli: Invoke, tmp_path: Path,
+                                config: LoadedConfig) -> None:
+    run = records_cli
     good = write_jsonl(tmp_path / "good.jsonl", [{"sleep_s": 0.01} for _ in range(12)])
     bad = write_jsonl(tmp_path / "bad.jsonl", [{}, {"fail": "no"}, {}])
     with running_worker(config):

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import greenstalk
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +26,7 @@ from bystroq.chaos import (
     server_restarted,
 )
 from bystroq.testing import wait_until
+from tests.conftest import Tubes
 
 pytestmark = pytest.mark.chaos
 
@@ -123,16 +123,7 @@ def test_fuzzed_bodies_fail_cleanly(
     assert worker.poll() is None
 
 
+
 def events_of(run: Run, category: str) -> list[dict[str, Any]]:
     """Every ready event of the category, consumed."""
-    out = []
-    address = (run.servers[0].host, run.servers[0].port)
-    with greenstalk.Client(address, encoding=None,
-                           watch=run.config.category(category).events) as client:
-        while True:
-            try:
-                job = client.reserve(0)
-            except greenstalk.TimedOutError:
-                return out
-            out.append(msgspec.json.decode(job.body))
-            client.delete(job)
+    return Tubes(run.servers[0].address).events(run.config.category(category).events)

@@ -9,18 +9,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from bystroq import Outcome, Producer, Worker, WorkerOptions
 from bystroq.cancel import CancelResult, cancel_submission
-from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.records.sql import SQLStore
 from bystroq.resubmit import retry_submission
 from bystroq.testing import Beanstalkd, config_text, wait_until
 from listeners.echo import EchoJob
-from tests.conftest import Tubes
+from tests.conftest import Invoke, Tubes
 
 EMPTY = {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
 
@@ -172,16 +170,8 @@ def test_retry_a_failed_submission(config: LoadedConfig, tubes: Tubes, store: SQ
     assert [e.event for e in store.timeline("r1")] == ["started", "failed"] * 2
 
 
-def test_records_commands(server: Beanstalkd, prefix: str, tmp_path: Path,
-                          records_url: str, tubes: Tubes) -> None:
-    config_file = tmp_path / "beanstalk.yml"
-    config_file.write_text(config_text([server.address], prefix=prefix, records=records_url))
-    runner = CliRunner()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        result = runner.invoke(main, ["--config", str(config_file), *args])
-        return result.exit_code, result.stdout, result.stderr
-
+def test_records_commands(records_cli: Invoke) -> None:
+    run = records_cli
     submit = ("submit", "--tube", "echo", "--json")
     assert run(*submit, '{"submissionID": "a", "message": "m"}')[0] == 0
     assert run(*submit, '{"submissionID": "b", "fail": "x"}')[0] == 0
