@@ -198,6 +198,9 @@ def cancel_active(store: Store, batch_id: str, reason: str,
     """Cancel the batch's records in `states`; says how many were deleted or asked to stop."""
     deleted = requested = 0
     for record in store.batch_records(batch_id, states):
+        if record.queue_id is None:  # claimed, never put: nothing on a server to delete
+            deleted += store.record_event(record.submission_id, "cancelled", reason)
+            continue
         try:
             outcome = cancel_submission(store, record.submission_id, reason)
         except BystroqError:

@@ -300,3 +300,14 @@ def test_cli_create_wait_status(records_cli: Invoke, tmp_path: Path,
     code, _, err = run("batch", "create", "--tube", "echo", "--records-file", str(good),
                        "--param", "novalue")
     assert code == 2 and "expected key=value" in err
+
+
+def test_cancel_covers_a_claim_never_put(config: LoadedConfig, store: Store,
+                                         tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)  # its feeder died here
+    assert "2 queued jobs deleted" in cancel_batch(store, batch.batch_id)  # put + claimed
+    record = store.get(claimed.submission_id)
+    assert record is not None and record.state == "cancelled"
+    assert store.batch_in_flight(batch.batch_id) == 0

@@ -275,12 +275,13 @@ class SQLStore:
         """Apply an event the store makes itself (a cancel of a job that never started)."""
         with self.transaction() as cur:
             record = self._load_ids(cur, [submission_id]).get(submission_id)
-        if record is None or record.server is None:
+        if record is None:
             return False
         body = {"event": event, "submissionID": submission_id, "queueID": record.queue_id,
                 "attempt": record.attempts - record.run_base, "reason": reason,
                 "at": time.time(), "worker": "bystroq-cli"}
-        incoming = model.parse_event(_ENCODE(body), record.category, record.server)
+        # A record not yet put has no server: the event is the store's own.
+        incoming = model.parse_event(_ENCODE(body), record.category, record.server or "-")
         return self.apply_events([incoming]) == 1
 
     # -- queries -----------------------------------------------------------------------
