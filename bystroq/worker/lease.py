@@ -87,13 +87,12 @@ class LeaseKeeper:
         self.log = structlog.get_logger("bystroq.lease")
 
     def add(self, lease: Lease) -> None:
+        # No wake-up: the keeper looks every tick, and waking it for each short job costs
+        # the job's thread a GIL hand-over.
         with self._lock:
-            was_idle = not self._leases
             self._leases.add(lease)
         if self._thread is None:
             self._start()
-        if was_idle:
-            self._wake.set()
 
     def remove(self, lease: Lease) -> None:
         with self._lock:
@@ -117,11 +116,7 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.clear()  # before looking, so a lease added after the look wakes us
             leases = self.leases()
-            if not leases:
-                self._wake.wait(1.0)
-                continue
             now = time.monotonic()
             for lease in leases:
                 if lease.stopped is not None or lease.done:
@@ -132,7 +127,7 @@ class LeaseKeeper:
                     self.touch_interval_s or touch_interval_s(lease.ttr)
                 ):
                     lease.touch()
-            time.sleep(self.tick_s)
+            self._wake.wait(self.tick_s)  # set only by close()
 
     def close(self) -> None:
         self._closed = True
