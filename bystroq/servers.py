@@ -11,7 +11,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import greenstalk
@@ -113,17 +113,31 @@ class Connection:
     _down_since: float | None = None
     _max_job_size: int | None = None
     _limit_s: float | None = None
+    _owed: list[Callable[[bytes, list[bytes]], None]] = field(default_factory=list)
     # Counts connections made: a job reserved under an older generation is no longer held
     # (the server released it when that connection closed).
     generation: int = 0
 
     @property
     def client(self) -> greenstalk.Client[bytes]:
-        """The connected client, connecting first if needed."""
+        """The connected client, connecting first if needed; replies still owed for
+        commands sent without waiting are read first, so every command meets its own."""
         if self._client is None:
             self._connect()
         assert self._client is not None
+        if self._owed:
+            self._read_owed(self._client)
         return self._client
+
+    def owe(self, on_reply: Callable[[bytes, list[bytes]], None]) -> None:
+        """A command was sent without reading its reply: `on_reply(status, values)` gets it
+        before the next command on this connection."""
+        self._owed.append(on_reply)
+
+    def _read_owed(self, client: greenstalk.Client[bytes]) -> None:
+        owed, self._owed = self._owed, []
+        for on_reply in owed:
+            on_reply(*_split(client._reader.readline()))
 
     @property
     def is_up(self) -> bool:
@@ -193,6 +207,7 @@ class Connection:
     def close(self) -> None:
         client, self._client = self._client, None
         self._max_job_size = None
+        self._owed = []
         if client is not None:
             with contextlib.suppress(OSError):
                 client.close()
@@ -265,14 +280,54 @@ def delete_then_reserve(
     return deleted, greenstalk.Job(int(job_id_s), body)
 
 
-def job_reserves_ttr_pri(conn: Connection, job_id: int) -> tuple[int, int, int]:
-    """`stats-job`, reading only `reserves`, `ttr` and `pri` (the full YAML parse costs more
-    than the round trip on the hot path)."""
+Reply = tuple[bytes, list[bytes], bytes | None]  # status, values, body (if any)
+_WITH_BODY = frozenset({b"RESERVED", b"OK", b"FOUND"})
+
+
+def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:
+    """Send commands in one write and read their replies in order: one round trip.
+
+    greenstalk has no pipelining, so this speaks the protocol over its socket directly.
+    """
     client = conn.client
-    client._sock.sendall(b"stats-job %d\r\n" % job_id)
-    (size,) = greenstalk._parse_response(client._reader.readline(), b"OK")
-    stats = client._read_chunk(int(size))
-    return _stat(stats, b"\nreserves: "), _stat(stats, b"\nttr: "), _stat(stats, b"\npri: ")
+    client._sock.sendall(b"".join(commands))
+    replies: list[Reply] = []
+    for _ in commands:
+        status, values = _split(client._reader.readline())
+        body = client._read_chunk(int(values[-1])) if status in _WITH_BODY else None
+        replies.append((status, values, body))
+    return replies
+
+
+def _split(line: bytes) -> tuple[bytes, list[bytes]]:
+    if not line:
+        raise ConnectionError("the server closed the connection")
+    status, *values = line.split()
+    return status, values
+
+
+def put_command(body: bytes, priority: int = 2**16, delay: int = 0, ttr: int = 60) -> bytes:
+    return b"put %d %d %d %d\r\n%s\r\n" % (priority, delay, ttr, len(body), body)
+
+
+def job_reserves_ttr_pri(
+    conn: Connection, job_id: int, delete_first: int | None = None
+) -> tuple[int, int, int, bool]:
+    """`stats-job`, reading only `reserves`, `ttr` and `pri` (the full YAML parse costs more
+    than the round trip on the hot path); `delete_first` (a job whose completed event is
+    stored) is deleted in the same round trip. The last value: whether it was deleted."""
+    commands = [b"stats-job %d\r\n" % job_id]
+    if delete_first is not None:
+        commands.insert(0, b"delete %d\r\n" % delete_first)
+    replies = exchange(conn, commands)
+    deleted = delete_first is not None and replies[0][0] == b"DELETED"
+    status, _, stats = replies[-1]
+    if status == b"NOT_FOUND":
+        raise greenstalk.NotFoundError([])
+    if status != b"OK" or stats is None:
+        raise greenstalk.UnknownResponseError(status, replies[-1][1])
+    return (_stat(stats, b"\nreserves: "), _stat(stats, b"\nttr: "), _stat(stats, b"\npri: "),
+            deleted)
 
 
 def _stat(stats: bytes, key: bytes) -> int:

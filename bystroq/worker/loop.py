@@ -47,12 +47,15 @@ from bystroq.progress import ProgressPublisher
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
+    Reply,
     Reserved,
     Server,
     ServerHealth,
     connections,
     delete_then_reserve,
+    exchange,
     job_reserves_ttr_pri,
+    put_command,
     servers_of,
 )
 from bystroq.worker.control import ControlListener
@@ -85,6 +88,16 @@ class Outcome(str, enum.Enum):
     CANCELLED = "cancelled"
     RELEASED = "released"  # shutdown, or an event could not be stored
     LOST = "lost"  # the reservation was lost; nothing reported
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A completed job whose event is still to be put (with the slot's next command)."""
+
+    job: Reserved
+    body: bytes
+    log: Any
+    since: float
 
 
 @dataclass(frozen=True)
@@ -152,9 +165,8 @@ class Worker:
         slot = self._slot(0)
         job = slot.reserve(wait_s)
         outcome = slot.process(job) if job is not None else Outcome.NONE
-        slot.flush()
         self.counts[outcome] += 1
-        return outcome
+        return slot.flush() or outcome
 
     # -- the long-running loop ---------------------------------------------------------
 
@@ -270,6 +282,12 @@ class Worker:
         finally:
             slot.flush()
 
+    def recount(self, counted: Outcome, actual: Outcome) -> None:
+        """A job counted as `counted` turned out `actual` (its deferred event failed)."""
+        with self._lock:
+            self.counts[counted] -= 1
+            self.counts[actual] += 1
+
     def _claim(self) -> bool:
         with self._lock:
             if self.options.max_jobs is not None and self._claimed >= self.options.max_jobs:
@@ -319,6 +337,9 @@ class Slot:
             else InlineRunner(worker.listener)
         )
         self._next = 0
+        # A completed job whose event is not yet put: it goes with the next reserve.
+        self._deferred: Deferred | None = None
+        # A job whose completed event is stored: its delete goes with the next command.
         self._pending_delete: Reserved | None = None
 
     # -- reserving ---------------------------------------------------------------------
@@ -353,7 +374,27 @@ class Slot:
             pause = min(pause * 2, MULTI_SERVER_POLL_MAX_S)
 
     def _reserve_on(self, conn: Connection, timeout: int) -> greenstalk.Job[bytes] | None:
-        """Reserve over `conn`; a completed job's delete still owed on it rides along."""
+        """Reserve over `conn`; what is owed on it (a completed event, a delete) rides along.
+
+        A deferred completed event is put together with `reserve-with-timeout 0`; the
+        delete waits until the event's reply says it is stored. Only when no job is ready
+        does the slot wait, with the delete sent in the same write as the waiting reserve.
+        """
+        deferred = self._deferred
+        if deferred is not None and deferred.job.conn is conn and deferred.job.held:
+            self._deferred = None
+            try:
+                put, reserve = exchange(conn, [put_command(deferred.body),
+                                               b"reserve-with-timeout 0\r\n"])
+            except CONNECTION_ERRORS:
+                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
+                raise
+            self._completed_put(deferred, put)
+            status, values, body = reserve
+            if status == b"RESERVED" and body is not None:
+                return greenstalk.Job(int(values[0]), body)
+        else:
+            self._flush_deferred()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None and pending.conn is conn:
             deleted, job = delete_then_reserve(conn, pending.id, timeout)
@@ -368,12 +409,49 @@ class Slot:
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
             return None
 
-    def flush(self) -> None:
-        """Send a delete still owed for the last completed job."""
+    def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
+        """The deferred completed event's reply: stored, so the delete is owed; refused, so
+        the job is released to be tried later (the outcome counted becomes RELEASED)."""
+        job, log = deferred.job, deferred.log
+        if reply[0] == b"INSERTED":
+            self._pending_delete = job
+            log.info("job completed", duration_s=round(time.monotonic() - deferred.since, 6))
+            return Outcome.COMPLETED
+        log.error("event not stored: job released for later", error=reply[0].decode(),
+                  delay_s=REPORT_RETRY_DELAY_S)
+        self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
+        self.worker.recount(Outcome.COMPLETED, Outcome.RELEASED)
+        return Outcome.RELEASED
+
+    def _flush_deferred(self) -> Outcome | None:
+        """Put a deferred completed event on its own (its connection is not the next one)."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return None
+        conn = deferred.job.conn
+        with conn.lock:
+            if not deferred.job.held:
+                deferred.log.warning("event not stored: the job's connection was lost")
+                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+                return Outcome.LOST
+            try:
+                (reply,) = exchange(conn, [put_command(deferred.body)])
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # the server releases the job when the connection closes
+                deferred.log.warning("event not stored: connection lost", error=str(exc))
+                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+                return Outcome.LOST
+            return self._completed_put(deferred, reply)
+
+    def flush(self) -> Outcome | None:
+        """Put a deferred completed event and send the delete still owed; returns the
+        deferred job's outcome if it changed (the event could not be stored)."""
+        changed = self._flush_deferred()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
                 self._job_command(pending, "delete", self.worker.log)
+        return changed if changed is not Outcome.COMPLETED else None
 
     def _delete_missed(self, job: Reserved) -> None:
         self.worker.log.warning("delete after the event: job no longer ours", queueID=job.id)
@@ -384,9 +462,16 @@ class Slot:
         """Validate, run and report one reserved job."""
         worker, conn = self.worker, job.conn
         reserved_at = time.monotonic()
+        pending = self._pending_delete
+        if pending is not None and pending.conn is not conn:
+            pending = None  # it goes with the next command on its own connection
         try:
             with conn.lock:
-                attempt, ttr, job.priority = job_reserves_ttr_pri(conn, job.id)
+                self._pending_delete = None if pending is not None else self._pending_delete
+                attempt, ttr, job.priority, deleted = job_reserves_ttr_pri(
+                    conn, job.id, delete_first=pending.id if pending is not None else None)
+            if pending is not None and not deleted:
+                self._delete_missed(pending)
         except greenstalk.NotFoundError:
             return Outcome.LOST
         except CONNECTION_ERRORS as exc:
@@ -421,8 +506,8 @@ class Slot:
             message = self._failed_message(data, job.id, exc)
             self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.FAILED
-        if not self._put(job, started, log):
-            return Outcome.RELEASED
+        if not self._put_unanswered(job, started, log):
+            return Outcome.LOST
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
             ProgressMessage(submissionID=data.submissionID, **fields),
@@ -455,13 +540,10 @@ class Slot:
         if isinstance(lease.stopped, LeaseLost) or not self._still_ours(lease):
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
-        duration_s = round(time.monotonic() - reserved_at, 6)
         if execution.completed is not None:
-            # The delete is sent with the next reserve (one round trip for both).
-            if not self._put(job, execution.completed, log):
-                return Outcome.RELEASED
-            self._pending_delete = job
-            log.info("job completed", duration_s=duration_s)
+            # The event goes with the next reserve, the delete with the command after it,
+            # once the event is stored: two round trips a job instead of four.
+            self._deferred = Deferred(job, execution.completed, log, reserved_at)
             return Outcome.COMPLETED
         return self._failed(job, data, execution, error, fields, log, attempt)
 
@@ -520,6 +602,27 @@ class Slot:
                           error=type(exc).__name__, delay_s=REPORT_RETRY_DELAY_S)
                 self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
                 return False
+
+    def _put_unanswered(self, job: Reserved, body: bytes, log: Any) -> bool:
+        """Put an event without waiting for the reply (read before the connection's next
+        command): the started event costs no round trip. False if the connection is gone."""
+        conn = job.conn
+        with conn.lock:
+            if not job.held:
+                return False
+            try:
+                conn.client._sock.sendall(put_command(body))
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # the server releases the job when the connection closes
+                log.warning("event not stored: connection lost", error=str(exc))
+                return False
+
+            def on_reply(status: bytes, values: list[bytes]) -> None:
+                if status != b"INSERTED":
+                    log.error("started event not stored", error=status.decode())
+
+            conn.owe(on_reply)
+        return True
 
     def _report(self, job: Reserved, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
