@@ -204,6 +204,13 @@ class Connection:
             self._max_job_size = int(self.client.stats()["max-job-size"])
         return self._max_job_size
 
+    def interrupt(self) -> None:
+        """Wake a command blocked on this connection from another thread (it then fails)."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client._sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         client, self._client = self._client, None
         self._max_job_size = None

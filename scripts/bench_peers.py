@@ -38,6 +38,7 @@ ROOT = SCRIPTS.parent
 SYSTEMS: dict[str, str] = {
     "bare": "bare greenstalk loop",
     "bystroq-inline-1": "bystroq inline, 1 process",
+    "bystroq-inline-1x8": "bystroq inline, 1 process, 8 slots",
     "bystroq-inline-2": "bystroq inline, 2 processes",
     "bystroq-process-1": "bystroq process isolation, 1 process",
     "dramatiq": "Dramatiq, Redis (1 process, 8 threads)",
@@ -322,6 +323,8 @@ class Beanstalk(System):
                   "--log-level", "warning", "listen", "--tube", "echo"]
         if self.name == "bystroq-process-1":
             listen += ["--isolation", "process"]
+        if self.name == "bystroq-inline-1x8":
+            listen += ["--concurrency", "8"]
         return [listen] * (2 if self.name == "bystroq-inline-2" else 1)
 
     def hold(self) -> None:
@@ -587,7 +590,8 @@ class Celery(RedisPeer):
 
 
 def make_system(name: str, redis_url: str, log_dir: Path) -> System:
-    if name in ("bare", "bystroq-inline-1", "bystroq-inline-2", "bystroq-process-1"):
+    if name in ("bare", "bystroq-inline-1", "bystroq-inline-1x8", "bystroq-inline-2",
+                "bystroq-process-1"):
         return Beanstalk(name, redis_url, log_dir)
     if name == "dramatiq":
         return Dramatiq(name, redis_url, log_dir)

@@ -65,6 +65,8 @@ class ControlListener:
                 except greenstalk.TimedOutError:
                     continue
                 except CONNECTION_ERRORS as exc:
+                    if self._closed.is_set():
+                        return  # close() cut the connection short
                     conn.failed(exc)
                     continue
                 got = True
@@ -90,6 +92,8 @@ class ControlListener:
 
     def close(self) -> None:
         self._closed.set()
+        for conn in self.conns:
+            conn.interrupt()  # a reserve waiting on the server returns at once
         if self._thread.is_alive():
             self._thread.join(timeout=3)
         for conn in self.conns:
