@@ -67,6 +67,8 @@ class Producer:
         self.wait_s = wait_s
         self.recorder = recorder
         self._conns = connections(servers_of(config.addresses))
+        for conn in self._conns:
+            conn.limit(wait_s)  # a server that stops answering costs one wait, not 30 s
         self._next = 0
         self._lock = threading.Lock()
 
@@ -116,7 +118,6 @@ class Producer:
                     continue
                 with conn.lock:
                     try:
-                        conn.limit(deadline - time.monotonic())
                         _check_size(conn, body)
                         job_id = conn.use_tube(tube).put(body, priority, delay, ttr)
                         return job_id, conn
