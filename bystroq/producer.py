@@ -118,6 +118,7 @@ class Producer:
                     continue
                 with conn.lock:
                     try:
+                        _bound(conn, deadline - time.monotonic(), self.wait_s)
                         _check_size(conn, body)
                         job_id = conn.use_tube(tube).put(body, priority, delay, ttr)
                         return job_id, conn
@@ -143,6 +144,15 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bound(conn: Connection, remaining_s: float, wait_s: float) -> None:
+    """Keep a put within the caller's deadline; the socket's timeout is changed (two
+    system calls) only when it is off by more than a tenth of the wait, i.e. after a
+    server failed within this submit, not on every put."""
+    current = conn._limit_s or wait_s
+    if abs(current - remaining_s) > wait_s / 10:
+        conn.limit(remaining_s)
 
 
 def _check_size(conn: Connection, body: bytes) -> None:

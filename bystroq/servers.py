@@ -275,15 +275,15 @@ def delete_then_reserve(
     client = conn.client
     client._sock.sendall(b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, timeout))
     try:
-        greenstalk._parse_response(client._reader.readline(), b"DELETED")
+        greenstalk._parse_response(_line(client), b"DELETED")
         deleted = True
     except greenstalk.NotFoundError:
         deleted = False
     try:
-        job_id_s, size = greenstalk._parse_response(client._reader.readline(), b"RESERVED")
+        job_id_s, size = greenstalk._parse_response(_line(client), b"RESERVED")
     except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
         return deleted, None
-    body = client._read_chunk(int(size))
+    body = _read_body(client, int(size))
     return deleted, greenstalk.Job(int(job_id_s), body)
 
 
@@ -296,21 +296,46 @@ def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:
 
     greenstalk has no pipelining, so this speaks the protocol over its socket directly.
     """
-    client = conn.client
-    client._sock.sendall(b"".join(commands))
-    replies: list[Reply] = []
-    for _ in commands:
-        status, values = _split(client._reader.readline())
-        body = client._read_chunk(int(values[-1])) if status in _WITH_BODY else None
-        replies.append((status, values, body))
-    return replies
+    send(conn, commands)
+    return [read_reply(conn) for _ in commands]
+
+
+def send(conn: Connection, commands: Sequence[bytes]) -> None:
+    """Write commands in one go; read each reply with `read_reply`, in order."""
+    conn.client._sock.sendall(b"".join(commands))
+
+
+def read_reply(conn: Connection) -> Reply:
+    """The next reply on the connection; a cut-short reply raises ConnectionError."""
+    client = conn._client
+    if client is None:
+        raise ConnectionError("the connection was closed")
+    status, values = _split(client._reader.readline())
+    body = _read_body(client, int(values[-1])) if status in _WITH_BODY else None
+    return status, values, body
+
+
+def _line(client: greenstalk.Client[bytes]) -> bytes:
+    line: bytes = client._reader.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("the server closed the connection mid-reply")
+    return line
 
 
 def _split(line: bytes) -> tuple[bytes, list[bytes]]:
-    if not line:
-        raise ConnectionError("the server closed the connection")
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("the server closed the connection mid-reply")
     status, *values = line.split()
     return status, values
+
+
+def _read_body(client: greenstalk.Client[bytes], size: int) -> bytes:
+    """A job body and its CRLF; greenstalk's own reader asserts, which is no way to say
+    that the connection broke."""
+    data = client._reader.read(size + 2)
+    if len(data) != size + 2 or not data.endswith(b"\r\n"):
+        raise ConnectionError("the server closed the connection mid-body")
+    return data[:-2]
 
 
 def put_command(body: bytes, priority: int = 2**16, delay: int = 0, ttr: int = 60) -> bytes:
@@ -349,10 +374,10 @@ def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:
     jobs: list[greenstalk.Job[bytes]] = []
     for _ in range(count):
         try:
-            job_id, size = greenstalk._parse_response(client._reader.readline(), b"RESERVED")
+            job_id, size = greenstalk._parse_response(_line(client), b"RESERVED")
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
             continue
-        jobs.append(greenstalk.Job(int(job_id), client._read_chunk(int(size))))
+        jobs.append(greenstalk.Job(int(job_id), _read_body(client, int(size))))
     return jobs
 
 
@@ -363,7 +388,7 @@ def delete_many(conn: Connection, job_ids: Sequence[int]) -> list[int]:
     missing = []
     for job_id in job_ids:
         try:
-            greenstalk._parse_response(client._reader.readline(), b"DELETED")
+            greenstalk._parse_response(_line(client), b"DELETED")
         except greenstalk.NotFoundError:
             missing.append(job_id)
     return missing
@@ -376,10 +401,10 @@ def peek_many(conn: Connection, job_ids: Sequence[int]) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     for _ in job_ids:
         try:
-            job_id, size = greenstalk._parse_response(client._reader.readline(), b"FOUND")
+            job_id, size = greenstalk._parse_response(_line(client), b"FOUND")
         except greenstalk.NotFoundError:
             continue
-        found[int(job_id)] = client._read_chunk(int(size))
+        found[int(job_id)] = _read_body(client, int(size))
     return found
 
 

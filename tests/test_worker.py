@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,35 @@ def test_process_isolation_refuses_a_listener_it_cannot_import(config: LoadedCon
     with pytest.raises(ListenerError, match="not __main__"):
         Worker(config, "echo", echo_listener(module="__main__"),
                WorkerOptions(isolation="process"))
+
+
+def test_a_reply_cut_short_is_a_lost_connection_not_a_crash(prefix: str) -> None:
+    """A server that dies mid-reply (here a fake one: it sends half a job and closes)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                if line.startswith(b"use"):
+                    conn.sendall(b"USING x\r\n")
+                elif line.startswith(b"watch"):
+                    conn.sendall(b"WATCHING 2\r\n")
+                elif line.startswith(b"ignore"):
+                    conn.sendall(b"WATCHING 1\r\n")
+                elif line.startswith(b"reserve"):
+                    conn.sendall(b"RESERVED 5 10\r\nabc")
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        config = config_for([f"127.0.0.1:{port}"], prefix=prefix)
+        with capture_logs() as logs, Worker(config, "echo") as worker:
+            assert worker.step() is Outcome.NONE
+        assert [e["error"] for e in logs if e["event"] == "server unreachable"] == [
+            "the server closed the connection mid-body"]
+    finally:
+        thread.join(timeout=5)
+        listener.close()

@@ -56,6 +56,8 @@ from bystroq.servers import (
     exchange,
     job_reserves_ttr_pri,
     put_command,
+    read_reply,
+    send,
     servers_of,
 )
 from bystroq.worker.control import ControlListener
@@ -259,6 +261,13 @@ class Worker:
                 try:
                     wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
                     job = slot.reserve(wait_s)
+                except Exception:
+                    self._unclaim()
+                    self.log.exception("slot stopped on an unexpected error while reserving; "
+                                       "its connections are closed so its jobs go back")
+                    slot.drop_connections()
+                    self._crashed = True
+                    return
                 except BaseException:
                     self._unclaim()
                     raise
@@ -384,13 +393,20 @@ class Slot:
         if deferred is not None and deferred.job.conn is conn and deferred.job.held:
             self._deferred = None
             try:
-                put, reserve = exchange(conn, [put_command(deferred.body),
-                                               b"reserve-with-timeout 0\r\n"])
+                send(conn, [put_command(deferred.body), b"reserve-with-timeout 0\r\n"])
+                put = read_reply(conn)
             except CONNECTION_ERRORS:
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
                 raise
-            self._completed_put(deferred, put)
-            status, values, body = reserve
+            try:
+                status, values, body = read_reply(conn)
+            except CONNECTION_ERRORS:
+                if put[0] == b"INSERTED":  # stored: the delete is still owed (a new
+                    self._completed_put(deferred, put)  # connection can delete it)
+                else:
+                    self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+                raise
+            self._completed_put(deferred, put)  # both replies read: a release may follow
             if status == b"RESERVED" and body is not None:
                 return greenstalk.Job(int(values[0]), body)
         else:
@@ -404,10 +420,8 @@ class Slot:
         if pending is not None:
             with pending.conn.lock:
                 self._job_command(pending, "delete", self.worker.log)
-        try:
-            return conn.client.reserve(timeout)
-        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-            return None
+        (status, values, body), = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
+        return greenstalk.Job(int(values[0]), body) if status == b"RESERVED" and body else None
 
     def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
         """The deferred completed event's reply: stored, so the delete is owed; refused, so
@@ -649,6 +663,9 @@ class Slot:
             return True
         except greenstalk.NotFoundError:
             log.warning(f"{action} after the event: job no longer ours", queueID=job.id)
+        except greenstalk.BeanstalkdError as exc:  # e.g. OUT_OF_MEMORY on a bury
+            log.error(f"{action} after the event refused by the server", queueID=job.id,
+                      error=type(exc).__name__)
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
             log.warning(f"{action} after the event: connection lost", queueID=job.id,
@@ -671,6 +688,13 @@ class Slot:
                     raise
 
         return send
+
+    def drop_connections(self) -> None:
+        """Close every connection (the server gives their reserved jobs out again)."""
+        self._deferred = self._pending_delete = None
+        for conn in self.conns:
+            with conn.lock:
+                conn.failed(RuntimeError("slot stopped"))
 
     def close(self) -> None:
         self.flush()
