@@ -55,6 +55,7 @@ def test_happy_path_events_in_order_and_job_gone(config: LoadedConfig, tubes: Tu
 
 
 @pytest.mark.parametrize(("body", "reason"), [
+    (b"", "body is not valid JSON"),
     (b'{"submissionID": 1, "message": ', "body is not valid JSON"),
     (b'{"submissionID": 1, "sleep_s": "long"}', "field `sleep_s`: Expected `float`"),
     (b'{"message": "no id"}', "missing required field `submissionID`"),

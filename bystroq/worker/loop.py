@@ -421,7 +421,9 @@ class Slot:
             with pending.conn.lock:
                 self._job_command(pending, "delete", self.worker.log)
         (status, values, body), = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
-        return greenstalk.Job(int(values[0]), body) if status == b"RESERVED" and body else None
+        if status != b"RESERVED" or body is None:
+            return None
+        return greenstalk.Job(int(values[0]), body)
 
     def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
         """The deferred completed event's reply: stored, so the delete is owed; refused, so
