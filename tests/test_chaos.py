@@ -9,7 +9,7 @@ from typing import Any
 
 import greenstalk
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bystroq import Producer
@@ -101,7 +101,10 @@ def fuzz_run() -> Iterator[tuple[Run, subprocess.Popen[bytes]]]:
         yield run, run.worker(category="annotation")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# No shrinking: each try of a failing example waits out a time-out, and pytest-timeout's
+# exception would count as one more failure to shrink. A failure is reported as found.
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(body=st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode()),
