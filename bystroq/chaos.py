@@ -244,20 +244,27 @@ def poison_job(others: int = 100, max_attempts: int = 3) -> Report:
         return report
 
 
+def _sigterm_mid_run(run: Run, jobs: int, sleep_s: float, drain_s: float) -> tuple[
+        list[object], int]:
+    """`jobs` slow jobs all running on one worker, then SIGTERM: the ids and its exit code."""
+    ids = _submit(run, jobs, sleep_s=sleep_s)
+    worker = run.worker("--concurrency", str(jobs), "--drain-timeout", str(drain_s))
+    wait_started(run, jobs)
+    worker.send_signal(signal.SIGTERM)
+    return ids, worker.wait(timeout=60)
+
+
 def drained_on_sigterm(jobs: int = 8) -> Report:
     """SIGTERM while `jobs` slow jobs run: they finish within the drain timeout, the worker
     exits 0 and nothing stays reserved."""
     with chaos_run(1) as run:
         start = time.monotonic()
-        ids = _submit(run, jobs, sleep_s=1.0)
-        worker = run.worker("--concurrency", str(jobs), "--drain-timeout", "30")
-        wait_started(run, jobs)
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(timeout=60)
+        ids, code = _sigterm_mid_run(run, jobs, sleep_s=1.0, drain_s=30)
         run.wait_for(lambda: all(run.completed[i] for i in ids), 10)
         report = run.report(f"SIGTERM with {jobs} jobs running (drain 30 s)", ids, start)
-        report.notes.append(f"exit code={code}, reserved after={_reserved(run, _tube(run))}")
-        if code != 0 or _reserved(run, _tube(run)):
+        reserved = _reserved(run, _tube(run))
+        report.notes.append(f"exit code={code}, reserved after={reserved}")
+        if code != 0 or reserved:
             report.lost = max(report.lost, 1)
         return report
 
@@ -267,11 +274,7 @@ def released_on_short_drain(jobs: int = 8) -> Report:
     second worker completes them."""
     with chaos_run(1) as run:
         start = time.monotonic()
-        ids = _submit(run, jobs, sleep_s=2.0)
-        first = run.worker("--concurrency", str(jobs), "--drain-timeout", "0.3")
-        wait_started(run, jobs)
-        first.send_signal(signal.SIGTERM)
-        code = first.wait(timeout=30)
+        ids, code = _sigterm_mid_run(run, jobs, sleep_s=2.0, drain_s=0.3)
         run.worker("--concurrency", str(jobs))
         run.wait_for(lambda: all(run.completed[i] for i in ids), 60)
         report = run.report(f"SIGTERM, drain 0.3 s, {jobs} jobs released", ids, start)
@@ -354,8 +357,7 @@ def _tube(run: Run) -> str:
 
 
 def wait_started(run: Run, count: int) -> None:
-    tube = run.config.category("echo").submission
-    wait_until(lambda: _reserved(run, tube) >= count, timeout_s=30)
+    wait_until(lambda: _reserved(run, _tube(run)) >= count, timeout_s=30)
 
 
 def _reserved(run: Run, tube: str) -> int:

@@ -270,21 +270,10 @@ def delete_then_reserve(
     """`delete job_id` and `reserve-with-timeout` in one write: one round trip, not two.
 
     Returns whether the delete found the job, and the reserved job (None on time-out).
-    greenstalk has no pipelining, so this speaks the protocol over its socket directly.
     """
-    client = conn.client
-    client._sock.sendall(b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, timeout))
-    try:
-        greenstalk._parse_response(_line(client), b"DELETED")
-        deleted = True
-    except greenstalk.NotFoundError:
-        deleted = False
-    try:
-        job_id_s, size = greenstalk._parse_response(_line(client), b"RESERVED")
-    except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-        return deleted, None
-    body = _read_body(client, int(size))
-    return deleted, greenstalk.Job(int(job_id_s), body)
+    deleted, reserved = exchange(
+        conn, [b"delete %d\r\n" % job_id, b"reserve-with-timeout %d\r\n" % timeout])
+    return expect(deleted, b"DELETED"), reserved_job(reserved)
 
 
 Reply = tuple[bytes, list[bytes], bytes | None]  # status, values, body (if any)
@@ -315,11 +304,29 @@ def read_reply(conn: Connection) -> Reply:
     return status, values, body
 
 
-def _line(client: greenstalk.Client[bytes]) -> bytes:
-    line: bytes = client._reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("the server closed the connection mid-reply")
-    return line
+# Answers that mean "not there" or "nothing ready", not a failure.
+_ABSENT = frozenset({b"NOT_FOUND", b"TIMED_OUT", b"DEADLINE_SOON"})
+
+
+def expect(reply: Reply, status: bytes) -> bool:
+    """True for `status`, False for an absent job or an empty queue; any other answer
+    raises greenstalk's error for it."""
+    if reply[0] == status:
+        return True
+    if reply[0] in _ABSENT:
+        return False
+    error = greenstalk.ERROR_RESPONSES.get(reply[0])
+    if error is None:
+        raise greenstalk.UnknownResponseError(reply[0], reply[1])
+    raise error(reply[1])
+
+
+def reserved_job(reply: Reply) -> greenstalk.Job[bytes] | None:
+    """The job of a RESERVED (or FOUND) answer; None for a time-out or an absent job."""
+    status, values, body = reply
+    if not expect(reply, b"FOUND" if status == b"FOUND" else b"RESERVED") or body is None:
+        return None
+    return greenstalk.Job(int(values[0]), body)
 
 
 def _split(line: bytes) -> tuple[bytes, list[bytes]]:
@@ -369,43 +376,21 @@ def _stat(stats: bytes, key: bytes) -> int:
 
 def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:
     """Up to `count` ready jobs in one round trip (`reserve-with-timeout 0`, pipelined)."""
-    client = conn.client
-    client._sock.sendall(b"reserve-with-timeout 0\r\n" * count)
-    jobs: list[greenstalk.Job[bytes]] = []
-    for _ in range(count):
-        try:
-            job_id, size = greenstalk._parse_response(_line(client), b"RESERVED")
-        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-            continue
-        jobs.append(greenstalk.Job(int(job_id), _read_body(client, int(size))))
-    return jobs
+    replies = exchange(conn, [b"reserve-with-timeout 0\r\n"] * count)
+    return [job for job in map(reserved_job, replies) if job is not None]
 
 
 def delete_many(conn: Connection, job_ids: Sequence[int]) -> list[int]:
     """Delete jobs in one round trip; returns the ids the server no longer had."""
-    client = conn.client
-    client._sock.sendall(b"".join(b"delete %d\r\n" % job_id for job_id in job_ids))
-    missing = []
-    for job_id in job_ids:
-        try:
-            greenstalk._parse_response(_line(client), b"DELETED")
-        except greenstalk.NotFoundError:
-            missing.append(job_id)
-    return missing
+    replies = exchange(conn, [b"delete %d\r\n" % job_id for job_id in job_ids])
+    return [job_id for job_id, reply in zip(job_ids, replies, strict=True)
+            if not expect(reply, b"DELETED")]
 
 
 def peek_many(conn: Connection, job_ids: Sequence[int]) -> dict[int, bytes]:
     """The bodies of the jobs (in any state) that exist among `job_ids`, in one round trip."""
-    client = conn.client
-    client._sock.sendall(b"".join(b"peek %d\r\n" % job_id for job_id in job_ids))
-    found: dict[int, bytes] = {}
-    for _ in job_ids:
-        try:
-            job_id, size = greenstalk._parse_response(_line(client), b"FOUND")
-        except greenstalk.NotFoundError:
-            continue
-        found[int(job_id)] = _read_body(client, int(size))
-    return found
+    replies = exchange(conn, [b"peek %d\r\n" % job_id for job_id in job_ids])
+    return {job.id: job.body for job in map(reserved_job, replies) if job is not None}
 
 
 def next_job_id(conn: Connection) -> int:

@@ -81,11 +81,11 @@ class Store(SQLStore):
         """Claim the next `count` items of a running batch; their records, in order."""
         now = time.time()
         with self.transaction() as cur:
-            row = self._execute(cur, "SELECT fed, total, state FROM bystroq_batches "
+            row = self._execute(cur, "SELECT fed, total, state, category FROM bystroq_batches "
                                 "WHERE batch_id = ?", (batch_id,)).fetchone()
             if row is None or row[2] != "running":
                 return []
-            fed, total = int(row[0]), int(row[1])
+            fed, total, category = int(row[0]), int(row[1]), row[3]
             take = min(count, total - fed)
             if take <= 0:
                 return []
@@ -100,8 +100,6 @@ class Store(SQLStore):
                 " AND n >= ? AND n < ? ORDER BY n", (batch_id, fed, fed + take),
             ).fetchall()
             existing = self._load_ids(cur, [sid for sid, _ in items])
-            category = self._execute(cur, "SELECT category FROM bystroq_batches WHERE "
-                                     "batch_id = ?", (batch_id,)).fetchone()[0]
             records = []
             for sid, body in items:
                 record = existing.get(sid)

@@ -57,6 +57,7 @@ from bystroq.servers import (
     job_reserves_ttr_pri,
     put_command,
     read_reply,
+    reserved_job,
     send,
     servers_of,
 )
@@ -399,7 +400,7 @@ class Slot:
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
                 raise
             try:
-                status, values, body = read_reply(conn)
+                reserve = read_reply(conn)
             except CONNECTION_ERRORS:
                 if put[0] == b"INSERTED":  # stored: the delete is still owed (a new
                     self._completed_put(deferred, put)  # connection can delete it)
@@ -407,8 +408,9 @@ class Slot:
                     self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
                 raise
             self._completed_put(deferred, put)  # both replies read: a release may follow
-            if status == b"RESERVED" and body is not None:
-                return greenstalk.Job(int(values[0]), body)
+            job = reserved_job(reserve)
+            if job is not None:
+                return job
         else:
             self._flush_deferred()
         pending, self._pending_delete = self._pending_delete, None
@@ -420,10 +422,8 @@ class Slot:
         if pending is not None:
             with pending.conn.lock:
                 self._job_command(pending, "delete", self.worker.log)
-        (status, values, body), = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
-        if status != b"RESERVED" or body is None:
-            return None
-        return greenstalk.Job(int(values[0]), body)
+        (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
+        return reserved_job(reply)
 
     def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
         """The deferred completed event's reply: stored, so the delete is owed; refused, so
