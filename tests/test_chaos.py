@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bystroq import Producer
-from bystroq.chaos import (
+from bystroq.testing import wait_until
+from tests.chaos.core import (
     Run,
     chaos_run,
     drained_on_sigterm,
@@ -25,7 +26,6 @@ from bystroq.chaos import (
     server_away,
     server_restarted,
 )
-from bystroq.testing import wait_until
 from tests.conftest import Tubes
 
 pytestmark = pytest.mark.chaos

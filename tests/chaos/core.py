@@ -1,6 +1,7 @@
 """Chaos scenarios: real servers and workers, killed mid-run; every job must complete.
 
-Used by tests/test_chaos.py (one scenario per test) and scripts/chaos (all, as a table).
+Used by tests/test_chaos.py (one scenario per test) and scripts/chaos (all, as a table);
+scenarios of other topics live beside this module and are gathered in tests/chaos/__init__.
 Each scenario starts its own beanstalkd servers and worker processes and stops them all.
 """
 
@@ -31,7 +32,7 @@ from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 
 @dataclass
 class Report:
-    """One scenario's outcome: lost must be 0."""
+    """One scenario's outcome: lost, two_holders and wrong_records must be 0."""
 
     scenario: str
     submitted: int
@@ -40,7 +41,13 @@ class Report:
     ran_twice: int = 0
     buried: int = 0
     wall_s: float = 0.0
+    two_holders: int = 0  # jobs reported by a worker that no longer held them
+    wrong_records: int = 0  # records that disagree with the events the store logged
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.two_holders == 0 and self.wrong_records == 0
 
 
 class Run:

@@ -1,0 +1,15 @@
+"""Chaos scenarios: real servers, workers, consumers and databases, broken mid-run.
+
+Each topic's scenarios live in their own module; SCENARIOS gathers them for scripts/chaos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.chaos import core
+from tests.chaos.core import Report
+
+SCENARIOS: dict[str, Callable[[], Report]] = {
+    **core.SCENARIOS,
+}
