@@ -62,3 +62,11 @@ class ShuttingDown(BystroqError):
 
 class HandlerError(BystroqError):
     """A handler failure reported from a child process (type and message as text)."""
+
+
+class StoreUnavailable(BystroqError):
+    """The records store cannot be reached (database down, disk full); try again later."""
+
+
+class SubmitOutcomeUnknown(BystroqError):
+    """A put was sent but its answer never came: the job may or may not be on the server."""
