@@ -33,8 +33,10 @@ __all__ = [
 ]
 
 
-def open_store(url: str = DEFAULT_URL) -> Store:
-    """The records store at `url` (schema created or migrated on open)."""
+def open_store(url: str = DEFAULT_URL, read_only: bool = False) -> Store:
+    """The records store at `url` (schema created or migrated on open).
+
+    A `read_only` store creates nothing: the database must exist and is never written."""
     if url.startswith("sqlite://"):
         from bystroq.records.sqlite import SQLiteStore
 
@@ -42,11 +44,11 @@ def open_store(url: str = DEFAULT_URL) -> Store:
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise BystroqError(f"{url}: expected sqlite:///relative.db or sqlite:////abs.db")
-        return SQLiteStore(url, path)
+        return SQLiteStore(url, path, read_only)
     if url.startswith(("postgresql://", "postgres://")):
         from bystroq.records.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, read_only)
     raise BystroqError(
         f"records URL {url!r}: expected sqlite:///path.db or postgresql://user@host/db"
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
-from bystroq.errors import BystroqError
+from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
+from bystroq.records.sql import Conflict
 
 # Any constant will do: it keeps two processes from migrating the schema at once.
 MIGRATION_LOCK = 0x6279_7374
+CONNECT_TIMEOUT_S = 5
 
 
 class PostgresStore(Store):
@@ -16,28 +20,73 @@ class PostgresStore(Store):
 
     placeholder = "%s"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_only: bool = False) -> None:
         try:
             import psycopg
         except ImportError:
             raise BystroqError(
                 f"{url}: PostgreSQL records need psycopg 3: pip install 'bystroq[postgres]'"
             ) from None
+        self._psycopg = psycopg
+        self._dsn = url
+        safe = redact(url)
         try:
-            conn = psycopg.connect(url, autocommit=False)
+            conn = self._open()
         except psycopg.OperationalError as exc:
-            raise BystroqError(f"{_safe(url)}: cannot connect: {exc}".strip()) from None
-        super().__init__(_safe(url), conn)
+            raise BystroqError(f"{safe}: cannot connect: {redact_text(str(exc), url)}"
+                               ) from None
+        except psycopg.ProgrammingError as exc:  # a URL psycopg cannot parse
+            raise BystroqError(f"{safe}: not a valid PostgreSQL URL "
+                               f"(postgresql://user:password@host:5432/db): "
+                               f"{redact_text(str(exc), url)}") from None
+        super().__init__(safe, conn, read_only)
+
+    def _open(self) -> Any:
+        return self._psycopg.connect(self._dsn, autocommit=False,
+                                     connect_timeout=CONNECT_TIMEOUT_S)
+
+    def _connect(self) -> Any:
+        try:
+            return self._open()
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{self.url}: cannot connect: "
+                                   f"{redact_text(str(exc), self._dsn)}") from None
+
+    def _classify(self, exc: BaseException) -> type[BaseException] | None:
+        errors = self._psycopg.errors
+        if isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure):
+            return Conflict
+        if isinstance(exc, self._psycopg.OperationalError | self._psycopg.InterfaceError):
+            return StoreUnavailable
+        return None
+
+    def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
+        if keys:  # sorted by the caller: two writers always lock in the same order
+            cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) "
+                        "WITH ORDINALITY AS t(k, n) ORDER BY n", (list(keys),))
 
     def _lock_schema(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 
-def _safe(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
+    if "@" not in rest.split("/", 1)[0] and "@" not in rest:
+        return url
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}@{host}"
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` (a driver's message) with any password from `url` removed."""
+    if "://" in url and "@" in url:
+        credentials = url.split("://", 1)[1].rsplit("@", 1)[0]
+        if ":" in credentials:
+            password = credentials.split(":", 1)[1]
+            if password:
+                text = text.replace(password, "***")
+    return re.sub(r"password=\S+", "password=***", text)

@@ -1,21 +1,36 @@
 """The records store over SQL: one schema and one code path for SQLite and PostgreSQL.
 
-A backend supplies a DB-API connection and its placeholder; everything else is here. The
-schema is created and migrated by the store (table `bystroq_schema` holds the version).
-Applying a batch of events is one transaction: drop duplicates, load the records the
-events touch, run the state machine, write the records and the event log back.
+A backend supplies a way to connect, its placeholder and how to lock records; everything
+else is here. The schema is created and migrated by the store (table `bystroq_schema`
+holds the version). Applying a batch of events is one transaction: lock the records the
+events touch, drop duplicates, load the records, run the state machine, write the records
+and the event log back.
+
+Concurrency: every read-modify-write of a record first takes the record's lock, in a fixed
+(sorted) order, so any number of producers and consumers can write the same records at
+once (SQLite: one writer at a time, `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped
+advisory lock per submission). A transaction that still deadlocks, or meets a
+serialization failure, is run again from the start.
+
+Failures: a database that cannot be reached (connection lost, server restarted, disk full)
+raises StoreUnavailable; the connection is opened again on a later call, no sooner than a
+capped backoff allows, and each change of state is logged once.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
+import structlog
 
+from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records import model
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 
@@ -61,7 +76,34 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _ENCODE = msgspec.json.Encoder().encode
 _S = TypeVar("_S", bound="SQLStore")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 _DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
+
+# How often a transaction that deadlocked (or met a serialization failure) is run again.
+CONFLICT_RETRIES = 8
+# Reconnecting to a store that went away: first wait, and the cap of the doubling waits.
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+
+
+class Conflict(Exception):
+    """A transaction lost a race it cannot win by waiting (deadlock, serialization)."""
+
+
+def retry_conflicts(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run a store method that is one transaction again when it loses a race."""
+
+    @functools.wraps(method)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return method(*args, **kwargs)
+            except Conflict:
+                time.sleep(0.001 * 2**attempt)
+        return method(*args, **kwargs)
+
+    return run
 
 
 class SQLStore:
@@ -70,11 +112,32 @@ class SQLStore:
     placeholder = "?"
     url: str
 
-    def __init__(self, url: str, conn: Any) -> None:
+    def __init__(self, url: str, conn: Any, read_only: bool = False) -> None:
         self.url = url
-        self._conn = conn
+        self.read_only = read_only
+        self._conn: Any = conn
         self._lock = threading.RLock()
-        self._migrate()
+        self._log = structlog.get_logger("bystroq.records")
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff_s = RECONNECT_FIRST_S
+        if read_only:
+            self._check_schema()
+        else:
+            self._migrate()
+
+    # -- what a backend supplies -------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """A new connection (called after the last one was lost)."""
+        raise StoreUnavailable(f"{self.url}: the connection was lost")
+
+    def _classify(self, exc: BaseException) -> type[BaseException] | None:
+        """StoreUnavailable or Conflict for a database error of that kind, else None."""
+        return None
+
+    def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
+        """Lock records (by `lock_key`) until the transaction ends, in the order given."""
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -83,17 +146,70 @@ class SQLStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """A cursor inside one transaction: committed on success, rolled back on error."""
+        """A cursor inside one transaction: committed on success, rolled back on error.
+
+        Raises StoreUnavailable when the database cannot be reached, Conflict when the
+        transaction lost a race (see `retry_conflicts`)."""
         with self._lock:
-            cur = self._conn.cursor()
+            conn = self._connection()
+            try:
+                cur = conn.cursor()
+            except Exception as exc:
+                self._failed(exc)
+                raise
             try:
                 yield cur
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
+                conn.commit()
+            except BaseException as exc:
+                # The failure below says why; a lost connection is reopened later.
+                with suppress(Exception):
+                    conn.rollback()
+                self._failed(exc)
                 raise
             finally:
-                cur.close()
+                with suppress(Exception):
+                    cur.close()
+        if self._down_since is not None:
+            self._log.warning("records store reachable again", store=self.url,
+                              down_s=round(time.monotonic() - self._down_since, 1))
+            self._down_since, self._backoff_s = None, RECONNECT_FIRST_S
+
+    def _connection(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StoreUnavailable(f"{self.url}: unavailable; trying again in "
+                                   f"{self._retry_at - now:.1f} s")
+        try:
+            self._conn = self._connect()
+        except StoreUnavailable:
+            self._wait_longer()
+            raise
+        return self._conn
+
+    def _failed(self, exc: BaseException) -> None:
+        """Turn a database error into StoreUnavailable or Conflict (raised from here)."""
+        kind = self._classify(exc)
+        if kind is Conflict:
+            raise Conflict(str(exc)) from exc
+        if kind is StoreUnavailable:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                self._log.error("records store unavailable", store=self.url,
+                                reason=_first_line(exc))
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with suppress(Exception):
+                    conn.close()
+            self._wait_longer()
+            raise StoreUnavailable(f"{self.url}: {_first_line(exc)}") from exc
+
+    def _wait_longer(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, RECONNECT_MAX_S)
 
     def _execute(self, cur: Any, text: str, params: Sequence[Any] = ()) -> Any:
         cur.execute(self._sql(text), tuple(params))
@@ -106,8 +222,6 @@ class SQLStore:
             row = self._execute(cur, "SELECT version FROM bystroq_schema").fetchone()
             version = row[0] if row else 0
             if version > SCHEMA_VERSION:
-                from bystroq.errors import BystroqError
-
                 raise BystroqError(
                     f"{self.url}: records schema version {version} is newer than this "
                     f"bystroq ({SCHEMA_VERSION}); upgrade bystroq"
@@ -121,12 +235,29 @@ class SQLStore:
             elif version != SCHEMA_VERSION:
                 self._execute(cur, "UPDATE bystroq_schema SET version = ?", (SCHEMA_VERSION,))
 
+    def _check_schema(self) -> None:
+        """For a read-only store: the schema must be there (nothing is created)."""
+        try:
+            with self.transaction() as cur:
+                row = self._execute(cur, "SELECT version FROM bystroq_schema").fetchone()
+        except StoreUnavailable:
+            raise
+        except Exception:
+            raise BystroqError(f"{self.url}: no bystroq records there yet (nothing was "
+                               f"recorded; check --records or `records:`)") from None
+        if row is None or row[0] > SCHEMA_VERSION:
+            raise BystroqError(f"{self.url}: records schema version "
+                               f"{None if row is None else row[0]} is not one this bystroq "
+                               f"reads ({SCHEMA_VERSION}); upgrade bystroq")
+
     def _lock_schema(self, cur: Any) -> None:
         """Keep two processes from migrating at once (a backend may override)."""
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     def __enter__(self: _S) -> _S:
         return self
@@ -142,11 +273,22 @@ class SQLStore:
                              params).fetchall()
         return [_record(row) for row in rows]
 
-    def _load_ids(self, cur: Any, ids: Sequence[str]) -> dict[str, Record]:
+    def _load_ids(self, cur: Any, ids: Iterable[str], lock: bool = True) -> dict[str, Record]:
+        """The records with these ids that exist; locked first (for writing) unless
+        `lock` is False. Lock every id a transaction will touch in one call: locks taken
+        in several calls can deadlock (the transaction is then run again)."""
+        ids = sorted(set(ids))
         if not ids:
             return {}
-        marks = ", ".join("?" * len(ids))
-        return {r.submission_id: r for r in self._load(cur, f"submission_id IN ({marks})", ids)}
+        if lock:
+            self._lock_records(cur, sorted({lock_key(i) for i in ids}))
+        records: dict[str, Record] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for record in self._load(cur, f"submission_id IN ({marks})", chunk):
+                records[record.submission_id] = record
+        return records
 
     def _save(self, cur: Any, records: Sequence[Record]) -> None:
         if not records:
@@ -162,13 +304,21 @@ class SQLStore:
 
     # -- applying events ---------------------------------------------------------------
 
+    @retry_conflicts
     def apply_events(self, events: Sequence[IncomingEvent]) -> int:
         """Apply events in one transaction; returns how many changed a record."""
         now = time.time()
         with self.transaction() as cur:
+            # Lock what the events name; an event of an undecodable job names only its
+            # orphan id, which the producer's record_queued locks too.
+            named = {e.submission_id or model.orphan_id(e.server, e.queue_id or 0)
+                     for e in events}
+            self._lock_records(cur, sorted({lock_key(i) for i in named}))
             fresh = self._drop_duplicates(cur, events)
             owners = [self._submission_of(cur, e) for e in fresh]
-            records = self._load_ids(cur, sorted(set(owners)))
+            # Owners found by queueID are locked now (rarely out of order: see Conflict).
+            records = self._load_ids(cur, set(owners) - named)
+            records.update(self._load_ids(cur, set(owners) & named, lock=False))
             changed: dict[str, Record] = {}
             log: list[tuple[Any, ...]] = []
             for event, submission_id in zip(fresh, owners, strict=True):
@@ -185,7 +335,8 @@ class SQLStore:
             cur.executemany(self._sql(
                 "INSERT INTO bystroq_events (key, submission_id, category, server, queue_id,"
                 " attempt, seq, event, worker, at, applied, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), log)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"),
+                log)
             return sum(row[10] for row in log)
 
     def _drop_duplicates(
@@ -220,22 +371,24 @@ class SQLStore:
 
     # -- the producer's side -----------------------------------------------------------
 
+    @retry_conflicts
     def record_queued(
         self, submission_id: str, category: str, queue_id: int, server: str,
         batch: str | None = None, at: float | None = None, body: bytes | None = None,
     ) -> Record:
         """The job was put: create or update its record (events may have come first)."""
         at = at or time.time()
+        orphan = model.orphan_id(server, queue_id)
         with self.transaction() as cur:
-            record = self._load_ids(cur, [submission_id]).get(submission_id)
+            loaded = self._load_ids(cur, [submission_id, orphan])
+            record = loaded.get(submission_id)
             if record is None:
                 record = Record(submission_id=submission_id, category=category)
             model.queued(record, queue_id, server, at)
             record.batch = batch or record.batch
             if body is not None:
                 record.body = body.decode()
-            orphan = model.orphan_id(server, queue_id)
-            orphaned = self._load_ids(cur, [orphan]).get(orphan)
+            orphaned = loaded.get(orphan)
             if orphaned is not None and record.attempts == 0:
                 # The worker found the job undecodable before this record was written.
                 record.state, record.reason = orphaned.state, orphaned.reason
@@ -248,6 +401,7 @@ class SQLStore:
             self._save(cur, [record])
             return record
 
+    @retry_conflicts
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:
         """The put failed: the record says why (and is created if it did not exist)."""
         now = time.time()
@@ -261,6 +415,7 @@ class SQLStore:
                 self._save(cur, [record])
             return record
 
+    @retry_conflicts
     def resubmitting(self, submission_id: str) -> Record:
         """Mark a record as about to be put again (see model.resubmitting)."""
         with self.transaction() as cur:
@@ -273,8 +428,7 @@ class SQLStore:
 
     def record_event(self, submission_id: str, event: str, reason: str) -> bool:
         """Apply an event the store makes itself (a cancel of a job that never started)."""
-        with self.transaction() as cur:
-            record = self._load_ids(cur, [submission_id]).get(submission_id)
+        record = self.get(submission_id)
         if record is None:
             return False
         body = {"event": event, "submissionID": submission_id, "queueID": record.queue_id,
@@ -288,7 +442,7 @@ class SQLStore:
 
     def get(self, submission_id: str) -> Record | None:
         with self.transaction() as cur:
-            return self._load_ids(cur, [submission_id]).get(submission_id)
+            return self._load_ids(cur, [submission_id], lock=False).get(submission_id)
 
     def timeline(self, submission_id: str) -> list[TimelineEntry]:
         """Every event logged for the submission, oldest first."""
@@ -328,6 +482,22 @@ class SQLStore:
         return {row[0]: int(row[1]) for row in rows}
 
 
+def lock_key(submission_id: str) -> int:
+    """A signed 64-bit number for a submission id (PostgreSQL's advisory lock key)."""
+    digest = hashlib.blake2b(submission_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def storable(text: str) -> str:
+    """Text a database can hold: NUL (which PostgreSQL refuses in text) written as \\x00."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 def _row(record: Record) -> tuple[Any, ...]:
     values = []
     for column in RECORD_COLUMNS:
@@ -336,6 +506,8 @@ def _row(record: Record) -> tuple[Any, ...]:
             value = None if value is None else _ENCODE(value).decode()
         elif column in _BOOL_COLUMNS:
             value = int(value)
+        elif isinstance(value, str):
+            value = storable(value)
         values.append(value)
     return tuple(values)
 
@@ -355,6 +527,7 @@ def _record(row: Sequence[Any]) -> Record:
 
 
 def _event_row(event: IncomingEvent, submission_id: str, applied: bool) -> tuple[Any, ...]:
+    worker = None if event.worker is None else storable(event.worker)
     return (event.key, submission_id, event.category, event.server, event.queue_id,
-            event.attempt, event.seq, event.event, event.worker, event.at, int(applied),
+            event.attempt, event.seq, event.event, worker, event.at, int(applied),
             _ENCODE(event.body).decode())

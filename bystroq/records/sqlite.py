@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bystroq.errors import BystroqError
+from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
 
 BUSY_TIMEOUT_S = 30.0
+# What SQLite says when the database cannot take a write now but may later.
+_UNAVAILABLE = ("disk is full", "disk i/o error", "unable to open", "locked", "readonly",
+                "read-only")
 
 
 class SQLiteStore(Store):
@@ -18,20 +21,67 @@ class SQLiteStore(Store):
 
     placeholder = "?"
 
-    def __init__(self, url: str, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, url: str, path: str, read_only: bool = False) -> None:
+        self._path = path
+        self._read_only = read_only
+        if read_only and path != ":memory:" and not Path(path).is_file():
+            raise BystroqError(f"{url}: no records database at {Path(path).resolve()}; "
+                               f"nothing was recorded there (check --records or `records:`)")
+        if not read_only and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BystroqError(f"{url}: cannot create the folder for the records "
+                                   f"database: {exc.strerror or exc}") from None
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
-            _use_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._open()
         except sqlite3.Error as exc:
             raise BystroqError(f"{url}: cannot open the records database: {exc}") from None
-        super().__init__(url, _Transactional(conn))
+        super().__init__(url, conn, read_only)
+
+    def _open(self) -> _Transactional:
+        if self._read_only:
+            return _Transactional(_open_read_only(self._path), begin="BEGIN")
+        conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            _use_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return _Transactional(conn)
+
+    def _connect(self) -> Any:
+        try:
+            return self._open()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.url}: cannot open the records database: {exc}"
+                                   ) from None
+
+    def _classify(self, exc: BaseException) -> type[BaseException] | None:
+        if isinstance(exc, sqlite3.OperationalError) and any(
+                text in str(exc).lower() for text in _UNAVAILABLE):
+            return StoreUnavailable
+        return None
 
     def _lock_schema(self, cur: Any) -> None:
         pass  # BEGIN IMMEDIATE (below) already holds the write lock
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """Open without writing anything; on a read-only file system (where WAL's shared
+    memory file cannot be made) read the file as immutable."""
+    uri = Path(path).resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                           isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                           check_same_thread=False)
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:
@@ -52,12 +102,13 @@ class _Transactional:
     """sqlite3 in autocommit mode, with explicit `BEGIN IMMEDIATE` per transaction, so a
     read-modify-write never meets another writer half way (no SQLITE_BUSY on upgrade)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
         self._conn = conn
+        self._begin = begin
 
     def cursor(self) -> sqlite3.Cursor:
         cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        cur.execute(self._begin)
         return cur
 
     def commit(self) -> None:
