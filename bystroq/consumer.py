@@ -3,7 +3,9 @@
 Each round reserves a batch of events per server (one pipelined round trip), applies them
 to the store in one transaction, and only then deletes them (one more round trip). A crash
 between commit and delete means the events come back and are applied again, which the
-store's state machine makes harmless. Malformed events are buried, never dropped.
+store's state machine makes harmless. Malformed events are buried, never dropped; so is an
+event the store refuses (the rest of its batch is applied without it). While the store
+cannot be reached, no event is reserved: they wait on the server.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import greenstalk
 import structlog
 
 from bystroq.config import LoadedConfig
-from bystroq.errors import DecodeError
+from bystroq.errors import DecodeError, StoreUnavailable
 from bystroq.feeder import DEFAULT_GRACE_S, Feeder
 from bystroq.producer import Producer
 from bystroq.records import Store
@@ -38,6 +41,8 @@ FEED_INTERVAL_S = 0.5
 class ConsumerStats:
     applied: int = 0
     malformed: int = 0
+    rejected: int = 0  # well-formed events the store refused (buried)
+    store_outages: int = 0
     rounds: int = 0
     by_event: dict[str, int] = field(default_factory=dict)
 
@@ -72,6 +77,8 @@ class Consumer:
         """One round over every server: events applied (0 when none was ready)."""
         applied = 0
         for conn, category in self.conns:
+            if self.store.available_in() > 0:
+                break  # events wait on the server until the store is back
             if not conn.ready():
                 continue
             with conn.lock:
@@ -86,24 +93,57 @@ class Consumer:
         jobs = reserve_many(conn, self.batch)
         if not jobs:
             return 0
-        events: list[IncomingEvent] = []
-        good: list[int] = []
+        events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]] = []
         for job in jobs:
             try:
-                events.append(parse_event(job.body, category, conn.server.name))
-                good.append(job.id)
+                events.append((parse_event(job.body, category, conn.server.name, job.id), job))
             except DecodeError as exc:
                 self.stats.malformed += 1
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
-        if events:
-            self.store.apply_events(events)  # commits before anything is deleted
-            delete_many(conn, good)
-        self.stats.applied += len(events)
-        for event in events:
+        try:
+            stored = self._store(conn, events)
+        except StoreUnavailable:
+            self.stats.store_outages += 1
+            for _, job in events:  # back to ready at once, for when the store returns
+                conn.client.release(job)
+            return 0
+        delete_many(conn, [job.id for _, job in stored])  # only after the commit
+        self.stats.applied += len(stored)
+        for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
-        return len(events)
+        return len(stored)
+
+    def _store(
+        self, conn: Connection, events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],
+    ) -> list[tuple[IncomingEvent, greenstalk.Job[bytes]]]:
+        """Apply the events in one transaction; if the store refuses the batch, apply them
+        one by one and bury each it refuses. Returns those stored."""
+        if not events:
+            return []
+        try:
+            self.store.apply_events([event for event, _ in events])
+            return events
+        except StoreUnavailable:
+            raise
+        except Exception:
+            pass  # one of them, at least, is refused: find which
+        stored = []
+        for event, job in events:
+            try:
+                self.store.apply_events([event])
+                stored.append((event, job))
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                self.stats.rejected += 1
+                self.log.error("event refused by the records store, buried",
+                               server=conn.server.name, queueID=job.id,
+                               submissionID=event.submission_id,
+                               reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                conn.client.bury(job)
+        return stored
 
     def drain(self) -> int:
         """Apply events until none is ready."""
@@ -119,7 +159,10 @@ class Consumer:
         if self.feeder is None or (not force and now - self._fed_at < FEED_INTERVAL_S):
             return 0
         self._fed_at = now
-        return self.feeder.step()
+        try:
+            return self.feeder.step()
+        except StoreUnavailable:
+            return 0  # logged by the store; batches go on when it is back
 
     def run(self, burst: bool = False) -> ConsumerStats:
         """Apply events (and feed batches) until stopped, or in burst mode until idle."""

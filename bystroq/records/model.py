@@ -13,6 +13,7 @@ Events may arrive twice, late or out of order:
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any, Literal
 
@@ -29,6 +30,10 @@ EVENTS = frozenset({"started", "progress", "completed", "failed", "retrying", "c
 KEPT_MESSAGES = 5
 # Fields every event may carry; the rest of a completed event is its result.
 EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker", "at", "seq"})
+# The largest number each counted field may hold (the columns are 32 and 64-bit integers;
+# attempts leave room for the attempts of earlier runs).
+LIMITS = {"queueID": 2**63 - 1, "attempt": 2**30, "seq": 2**31 - 1, "progress": 2**63 - 1,
+          "skipped": 2**63 - 1}
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -103,11 +108,17 @@ def orphan_id(server: str, queue_id: int) -> str:
 _DECODE = msgspec.json.Decoder(dict[str, Any])
 
 
-def parse_event(body: bytes, category: str, server: str) -> IncomingEvent:
-    """Decode one event body; DecodeError says what was wrong."""
+def parse_event(
+    body: bytes, category: str, server: str, event_job_id: int | None = None,
+) -> IncomingEvent:
+    """Decode one event body; DecodeError says what was wrong.
+
+    `event_job_id` is the event's own job id on the events tube: an event that carries
+    neither `at` nor `seq` (a Bystro worker's) is told from a later run's identical event
+    by it, while a redelivery of the same event job is still a duplicate."""
     try:
         data = _DECODE.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(f"event is not a JSON object: {exc}") from None
     event = data.get("event")
     if event not in EVENTS:
@@ -120,8 +131,14 @@ def parse_event(body: bytes, category: str, server: str) -> IncomingEvent:
         raise DecodeError(f"field `queueID`: expected int, got {queue_id!r}")
     if submission_id is None and (event != "failed" or queue_id is None):
         raise DecodeError("expected `submissionID` (or, on a failed event, `queueID`)")
+    if isinstance(submission_id, str) and ("\x00" in submission_id or not submission_id):
+        raise DecodeError("field `submissionID`: expected a non-empty string without NUL")
+    _check_ranges(data)
+    identity = server.encode() + b"\n" + body
+    if "at" not in data and "seq" not in data and event_job_id is not None:
+        identity += b"\n%d" % event_job_id
     return IncomingEvent(
-        key=hashlib.blake2b(server.encode() + b"\n" + body, digest_size=16).hexdigest(),
+        key=hashlib.blake2b(identity, digest_size=16).hexdigest(),
         event=event,
         submission_id=None if submission_id is None else str(submission_id),
         category=category,
@@ -130,9 +147,32 @@ def parse_event(body: bytes, category: str, server: str) -> IncomingEvent:
         attempt=_int(data, "attempt"),
         seq=_int(data, "seq"),
         worker=data.get("worker") if isinstance(data.get("worker"), str) else None,
-        at=float(data["at"]) if isinstance(data.get("at"), (int, float)) else time.time(),
+        at=_at(data.get("at")),
         body=data,
     )
+
+
+def _check_ranges(data: dict[str, Any]) -> None:
+    """Numbers a store could not hold are refused here, not by the database."""
+    progress = data.get("data")
+    for name, limit in LIMITS.items():
+        holder = progress if name in ("progress", "skipped") else data
+        value = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= limit:
+            where = f"data.{name}" if holder is progress else name
+            raise DecodeError(f"field `{where}`: expected an integer from 0 to {limit}, "
+                              f"got {value}")
+
+
+def _at(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            at = float(value)
+        except OverflowError:
+            return time.time()
+        if math.isfinite(at):
+            return at
+    return time.time()
 
 
 def _int(data: dict[str, Any], name: str) -> int | None:

@@ -205,6 +205,12 @@ class SQLStore:
             self._wait_longer()
             raise StoreUnavailable(f"{self.url}: {_first_line(exc)}") from exc
 
+    def available_in(self) -> float:
+        """Seconds until the store will try to reach its database again (0: now)."""
+        if self._conn is not None:
+            return 0.0
+        return max(0.0, self._retry_at - time.monotonic())
+
     def _wait_longer(self) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
