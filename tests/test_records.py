@@ -184,3 +184,19 @@ def test_reopening_keeps_records_and_schema(records_url: str) -> None:
 def test_malformed_events_are_refused(body: bytes) -> None:
     with pytest.raises(DecodeError):
         parse_event(body, "echo", SERVER)
+
+
+def test_bystro_events_of_a_retried_run_are_not_taken_for_duplicates(store: SQLStore) -> None:
+    """A Bystro worker's events carry no at, seq or attempt: after a retry that fails the
+    same way, the new failed event has the same body as the old one, yet it is new."""
+    failed = msgspec.json.encode({"event": "failed", "submissionID": "b1", "reason": "boom"})
+    store.record_queued("b1", "echo", 11, SERVER)
+    assert store.apply_events([parse_event(failed, "echo", SERVER, event_job_id=500)]) == 1
+    # Redelivered (the consumer died before deleting it): the same event job, a duplicate.
+    assert store.apply_events([parse_event(failed, "echo", SERVER, event_job_id=500)]) == 0
+    store.resubmitting("b1")
+    store.record_queued("b1", "echo", 12, SERVER)
+    assert store.get("b1").state == "queued"  # type: ignore[union-attr]
+    assert store.apply_events([parse_event(failed, "echo", SERVER, event_job_id=501)]) == 1
+    record = store.get("b1")
+    assert record is not None and (record.state, record.attempts) == ("failed", 2)
