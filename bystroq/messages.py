@@ -8,6 +8,7 @@ are optional and left out of the JSON when unset, so Bystro consumers keep worki
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -180,3 +181,17 @@ def stamp(message: Any, **fields: Any) -> Any:
     if isinstance(message, _STAMPED):
         return msgspec.structs.replace(message, **fields)
     return message
+
+
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def record_key(submission_id: str | int) -> str:
+    """The record id of a submissionID, keeping its type: the number 1 is `1`; the string
+    "1" (or any string that reads as a number, or starts with a quote) is `"1"`, JSON-quoted,
+    so two submissions whose ids differ only in type never share a record."""
+    if isinstance(submission_id, int):
+        return str(submission_id)
+    if _INTEGER.fullmatch(submission_id) or submission_id.startswith('"'):
+        return msgspec.json.encode(submission_id).decode()
+    return submission_id

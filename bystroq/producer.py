@@ -13,7 +13,7 @@ import msgspec
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import JobTooBig
-from bystroq.messages import encode
+from bystroq.messages import encode, record_key
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
@@ -92,14 +92,14 @@ class Producer:
         except Exception as exc:
             if self.recorder is not None and submission_id is not None:
                 self.recorder.record_submit_failed(
-                    str(submission_id), self.config.category_name(category),
+                    record_key(submission_id), self.config.category_name(category),
                     f"submit failed: {exc}",
                 )
             raise
         handle = Submitted(put[0], put[1].server, conf.submission, submission_id)
         if self.recorder is not None and submission_id is not None:
             self.recorder.record_queued(
-                str(submission_id), self.config.category_name(category), handle.job_id,
+                record_key(submission_id), self.config.category_name(category), handle.job_id,
                 handle.server.name, batch=batch, body=body,
             )
         return handle

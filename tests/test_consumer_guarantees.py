@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bystroq import Producer, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.records import open_store
@@ -128,3 +129,20 @@ def test_a_full_disk_keeps_events_on_the_server_until_there_is_room(
             consumer.run(burst=True)
         assert store.count_by_state() == {"completed": 350}
         assert tubes.counts(events) == {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+
+
+def test_submission_ids_1_and_quoted_1_are_two_submissions(
+    config: LoadedConfig, store: SQLStore
+) -> None:
+    """The record key keeps the id's type: both jobs run and both results are kept."""
+    with Producer(config, recorder=store) as producer:
+        producer.submit("echo", {"submissionID": 1, "message": "number"})
+        producer.submit("echo", {"submissionID": "1", "message": "string"})
+    with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+        worker.run()
+    with Consumer(config, store) as consumer:
+        consumer.run(burst=True)
+    number, string = store.get("1"), store.get('"1"')
+    assert number is not None and string is not None
+    assert (number.state, number.result) == ("completed", {"message": "number"})
+    assert (string.state, string.result) == ("completed", {"message": "string"})

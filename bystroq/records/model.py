@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from bystroq.errors import DecodeError
+from bystroq.messages import record_key
 
 State = Literal["queued", "started", "retrying", "completed", "failed", "cancelled"]
 STATES: tuple[str, ...] = ("queued", "started", "retrying", "completed", "failed", "cancelled")
@@ -125,7 +126,8 @@ def parse_event(
         raise DecodeError(f"field `event`: expected one of {sorted(EVENTS)}, got {event!r}")
     submission_id = data.get("submissionID")
     queue_id = data.get("queueID")
-    if submission_id is not None and not isinstance(submission_id, (str, int)):
+    if submission_id is not None and (not isinstance(submission_id, str | int)
+                                      or isinstance(submission_id, bool)):
         raise DecodeError(f"field `submissionID`: expected str or int, got {submission_id!r}")
     if queue_id is not None and (not isinstance(queue_id, int) or isinstance(queue_id, bool)):
         raise DecodeError(f"field `queueID`: expected int, got {queue_id!r}")
@@ -140,7 +142,7 @@ def parse_event(
     return IncomingEvent(
         key=hashlib.blake2b(identity, digest_size=16).hexdigest(),
         event=event,
-        submission_id=None if submission_id is None else str(submission_id),
+        submission_id=None if submission_id is None else record_key(submission_id),
         category=category,
         server=server,
         queue_id=queue_id,
