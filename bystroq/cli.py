@@ -295,7 +295,8 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
         signal.signal(signal.SIGINT, on_signal)
         click.echo(f"consuming into {store.url}", err=True)
         stats = consumer.run(burst=burst)
-    click.echo(f"applied {stats.applied} events ({stats.malformed} malformed, buried)", err=True)
+    click.echo(f"applied {stats.applied} events ({stats.malformed} malformed and "
+               f"{stats.rejected} refused by the store, buried)", err=True)
 
 
 @main.command()
@@ -307,7 +308,7 @@ def status(state: State, submission_id: str, records_url: str | None, as_json: b
     """A submission's record and its event timeline."""
     from bystroq.records import open_store
 
-    store = open_store(_records_url(state, records_url))
+    store = open_store(_records_url(state, records_url), read_only=True)
     try:
         record = store.get(submission_id)
         if record is None:
@@ -373,7 +374,7 @@ def list_records(state: State, category: str | None, state_name: str | None,
 
     if category is not None:
         category = state.config().category_name(category)
-    store = open_store(_records_url(state, records_url))
+    store = open_store(_records_url(state, records_url), read_only=True)
     try:
         records = store.list(category=category, state=state_name, batch=batch, limit=limit)
     finally:
@@ -509,7 +510,7 @@ def batch_list(state: State, limit: int, records_url: str | None) -> None:
     from bystroq.batches import batch_status
     from bystroq.records import open_store
 
-    with open_store(_records_url(state, records_url)) as store:
+    with open_store(_records_url(state, records_url), read_only=True) as store:
         rows = [("batch", "category", "state", "done", "failed", "total", "created")]
         for b in store.list_batches(limit):
             status = batch_status(store, b.batch_id)
@@ -529,7 +530,7 @@ def batch_status_cmd(state: State, batch_id: str, as_json: bool,
     from bystroq.batches import batch_status
     from bystroq.records import open_store
 
-    with open_store(_records_url(state, records_url)) as store:
+    with open_store(_records_url(state, records_url), read_only=True) as store:
         status = batch_status(store, batch_id)
     if as_json:
         click.echo(msgspec.json.encode({

@@ -30,15 +30,19 @@ class PostgresStore(Store):
         self._psycopg = psycopg
         self._dsn = url
         safe = redact(url)
+        reserved = sorted(set(_password(url)) & set("@/?#"))
+        if reserved:
+            raise BystroqError(
+                f"{safe}: the password holds {', '.join(map(repr, reserved))}, which a URL "
+                f"reserves; percent-encode it (@ as %40, / as %2F, ? as %3F, # as %23)")
         try:
             conn = self._open()
         except psycopg.OperationalError as exc:
-            raise BystroqError(f"{safe}: cannot connect: {redact_text(str(exc), url)}"
-                               ) from None
+            raise BystroqError(f"{safe}: cannot connect: {_one_line(exc, url)}") from None
         except psycopg.ProgrammingError as exc:  # a URL psycopg cannot parse
             raise BystroqError(f"{safe}: not a valid PostgreSQL URL "
                                f"(postgresql://user:password@host:5432/db): "
-                               f"{redact_text(str(exc), url)}") from None
+                               f"{_one_line(exc, url)}") from None
         super().__init__(safe, conn, read_only)
 
     def _open(self) -> Any:
@@ -50,7 +54,7 @@ class PostgresStore(Store):
             return self._open()
         except self._psycopg.OperationalError as exc:
             raise StoreUnavailable(f"{self.url}: cannot connect: "
-                                   f"{redact_text(str(exc), self._dsn)}") from None
+                                   f"{_one_line(exc, self._dsn)}") from None
 
     def _classify(self, exc: BaseException) -> type[BaseException] | None:
         errors = self._psycopg.errors
@@ -81,12 +85,24 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}@{host}"
 
 
+def _one_line(exc: BaseException, url: str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact_text(" ".join(lines) or type(exc).__name__, url)
+
+
+def _password(url: str) -> str:
+    if "://" not in url or "@" not in url:
+        return ""
+    credentials = url.split("://", 1)[1].rsplit("@", 1)[0]
+    return credentials.split(":", 1)[1] if ":" in credentials else ""
+
+
 def redact_text(text: str, url: str) -> str:
-    """`text` (a driver's message) with any password from `url` removed."""
-    if "://" in url and "@" in url:
-        credentials = url.split("://", 1)[1].rsplit("@", 1)[0]
-        if ":" in credentials:
-            password = credentials.split(":", 1)[1]
-            if password:
-                text = text.replace(password, "***")
+    """`text` (a driver's message) with the password from `url`, and any piece of it a
+    parser may have split off, removed."""
+    password = _password(url)
+    pieces = [password, *re.split(r"[@:/?#]", password)] if password else []
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3 or (piece and piece == password):
+            text = text.replace(piece, "***")
     return re.sub(r"password=\S+", "password=***", text)
