@@ -195,3 +195,12 @@ def record_key(submission_id: str | int) -> str:
     if _INTEGER.fullmatch(submission_id) or submission_id.startswith('"'):
         return msgspec.json.encode(submission_id).decode()
     return submission_id
+
+
+def submission_id_of(key: str) -> str | int:
+    """The submissionID a record key stands for (the inverse of `record_key`)."""
+    if key.startswith('"'):
+        value = msgspec.json.decode(key)
+        if isinstance(value, str):
+            return value
+    return int(key) if _INTEGER.fullmatch(key) else key

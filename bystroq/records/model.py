@@ -275,8 +275,9 @@ def queued(record: Record, queue_id: int, server: str, at: float) -> None:
         if record.run is not None:  # the submission is put again as another job
             record.prior_runs = [*record.prior_runs, record.run]
             start_new_run(record, at)
-        elif record.state in FINAL_STATES:  # e.g. an earlier put failed
-            start_new_run(record, at)
+        elif record.state in FINAL_STATES and record.attempts == record.run_base:
+            start_new_run(record, at)  # an earlier put failed; no attempt ran
+        # Otherwise the job's events (without a queueID) came first: this is their run.
         record.queue_id, record.server = queue_id, server
     record.submitted_at = record.submitted_at or at
     record.updated_at = record.updated_at or at

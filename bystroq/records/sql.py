@@ -31,6 +31,7 @@ import msgspec
 import structlog
 
 from bystroq.errors import BystroqError, StoreUnavailable
+from bystroq.messages import submission_id_of
 from bystroq.records import model
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 
@@ -437,7 +438,8 @@ class SQLStore:
         record = self.get(submission_id)
         if record is None:
             return False
-        body = {"event": event, "submissionID": submission_id, "queueID": record.queue_id,
+        body = {"event": event, "submissionID": submission_id_of(submission_id),
+                "queueID": record.queue_id,
                 "attempt": record.attempts - record.run_base, "reason": reason,
                 "at": time.time(), "worker": "bystroq-cli"}
         # A record not yet put has no server: the event is the store's own.
