@@ -139,13 +139,18 @@ def create_batch(
     if duplicates:
         raise BatchError(f"{path}: {duplicates} records share a submissionID with another; "
                          "each record needs its own; nothing was created")
-    batch = Batch(batch_id=batch_id, category=name, total=len(items), concurrency=concurrency,
-                  error_policy=error_policy, priority=priority, created_at=time.time())
-    store.create_batch(batch, items)
     from bystroq.feeder import Feeder
 
     with Producer(config) as producer:
-        Feeder(config, store, producer).feed(batch)
+        feeder = Feeder(config, store, producer)
+        try:
+            batch = Batch(batch_id=batch_id, category=name, total=len(items),
+                          concurrency=concurrency, error_policy=error_policy, priority=priority,
+                          created_at=time.time(), watermarks=feeder.last_ids())
+            store.create_batch(batch, items)
+            feeder.feed(batch)
+        finally:
+            feeder.close()
     return store.get_batch(batch_id) or batch
 
 
