@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from bystroq.batches import BatchError, batch_status, cancel_batch, create_batch
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.feeder import Feeder, park_delay
-from bystroq.records import Store
+from bystroq.records import Store, open_store
 from bystroq.testing import Beanstalkd, config_text, wait_until
 from bystroq.worker import Outcome
 from tests.conftest import Invoke, Tubes
@@ -343,20 +344,77 @@ def test_feeder_killed_mid_batch(config: LoadedConfig, server: Beanstalkd, prefi
 @pytest.mark.parametrize(("name", "text", "expected"), [
     ("bad.jsonl", '{"message": "a"}\n{"message": \n', "bad.jsonl:2: not valid JSON"),
     ("bad.jsonl", '{"message": "a"}\n{"sleep_s": "slow"}\n',
-     "bad.jsonl:2: field `sleep_s`: Expected `float`, got `str` (job type EchoJob)"),
+     "bad.jsonl:2: field `sleep_s`: Expected `float`, got `str` ('slow') (job type EchoJob)"),
+    ("bad.jsonl", '{"mesage": "a"}\n',
+     "bad.jsonl:1: field `mesage`: not a field of EchoJob (its fields: submissionID, message,"),
     ("bad.csv", "message,sleep_s\na,0\nb\n", "bad.csv: row 3: has 1 columns, the header has 2"),
-    ("bad.csv", "message,sleep_s\na,soon\n", "bad.csv: row 2: field `sleep_s`: Expected `float`"),
+    ("bad.csv", "message,sleep_s\na,soon\n",
+     "bad.csv: row 2, column 2 (`sleep_s`): Expected `float`, got `str` ('soon')"),
+    ("bad.csv", "message;sleep_s\na;0\n",
+     "bad.csv: row 1: one column `message;sleep_s`: the file looks ';'-separated; save it "
+     "comma-separated"),
+    ("bad.csv", "submission_id,message\nx,a\n",
+     "bad.csv: row 1, column 1 (`submission_id`): not a field of EchoJob"),
+    ("bad.csv", "message,sleep_s,message\na,0,b\n",
+     "bad.csv: row 1: columns 1 and 3 are both `message`; give each column its own name"),
+    ("bad.csv", "message,sleep_s\na,0\nb,nan\n",
+     "bad.csv: row 3, column 2 (`sleep_s`): 'nan' is not a finite number"),
+    ("bad.csv", "message,sleep_s\na,-inf\n",
+     "bad.csv: row 2, column 2 (`sleep_s`): '-inf' is not a finite number"),
+    ("bad.csv", "message\nok\ncaf\xe9\n".encode("latin-1"),
+     "bad.csv:3: not UTF-8 (byte 0xe9 at column 4); save the file as UTF-8"),
+    ("bad.csv", "submissionID\na\nb\na\n",
+     "bad.csv: row 4: submissionID 'a' is already used at "),
 ])
 def test_bad_records_file_creates_nothing(config: LoadedConfig, tubes: Tubes, store: Store,
-                                          tmp_path: Path, name: str, text: str,
+                                          tmp_path: Path, name: str, text: str | bytes,
                                           expected: str) -> None:
     path = tmp_path / name
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     with pytest.raises(BatchError) as raised:
         create_batch(config, store, "echo", path)
     assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
     assert store.list_batches() == [] and store.list() == []
     assert tubes.counts(config.category("echo").submission)["ready"] == 0
+
+
+def test_unknown_param_creates_nothing(config: LoadedConfig, store: Store,
+                                       tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{}])
+    with pytest.raises(BatchError, match="--param mesage: not a field of EchoJob"):
+        create_batch(config, store, "echo", path, params={"mesage": "hi"})
+    assert store.list_batches() == []
+
+
+def test_csv_with_a_byte_order_mark(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("submissionID,message\nb1,hi\nb2,ho\n", encoding="utf-8-sig")
+    batch = create_batch(config, store, "echo", path, shuffle=False)
+    bodies = sorted((json.loads(r.body or "") for r in store.list(batch=batch.batch_id)),
+                    key=lambda b: b["submissionID"])
+    assert [(b["submissionID"], b["message"]) for b in bodies] == [("b1", "hi"), ("b2", "ho")]
+
+
+def test_a_large_csv_is_streamed(config: LoadedConfig, tmp_path: Path) -> None:
+    path = tmp_path / "large.csv"
+    with path.open("w") as out:
+        out.write("submissionID,message,sleep_s\n")
+        out.writelines(f"row-{n:07d},hello {n},0.{n % 10}\n" for n in range(100_000))
+    size = path.stat().st_size
+    with open_store(f"sqlite:///{tmp_path / 'records.db'}") as store:
+        tracemalloc.start()
+        try:
+            batch = create_batch(config, store, "echo", path, seed=1, concurrency=2)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert batch.total == 100_000
+    print(f"peak traced memory {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file")
+    assert peak < size  # 24 times the file's size when the file was held
 
 
 def test_csv_records(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
@@ -402,6 +460,16 @@ def test_cli_create_wait_status(records_cli: Invoke, tmp_path: Path,
     code, _, err = run("batch", "create", "--tube", "echo", "--records-file", str(good),
                        "--param", "novalue")
     assert code == 2 and "expected key=value" in err
+
+
+def test_cli_refuses_a_latin1_file_in_one_line(records_cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("message\ncaf\xe9\n".encode("latin-1"))
+    code, out, err = records_cli("batch", "create", "--tube", "echo", "--records-file",
+                                 str(path))
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().splitlines() == [
+        f"error: {path}:2: not UTF-8 (byte 0xe9 at column 4); save the file as UTF-8"]
 
 
 def test_cancel_covers_a_claim_never_put(config: LoadedConfig, store: Store,

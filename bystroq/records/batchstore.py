@@ -15,11 +15,12 @@ bystroq.feeder.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
 
+from bystroq.errors import BystroqError
 from bystroq.records import model
 from bystroq.records.model import Record
 from bystroq.records.sql import SQLStore
@@ -31,6 +32,14 @@ ACTIVE_STATES = ("queued", "started", "retrying")
 _COLUMNS = ("batch_id", "category", "total", "fed", "concurrency", "error_policy", "priority",
             "state", "reason", "created_at", "finished_at", "watermarks")
 _WATERMARKS = msgspec.json.Decoder(dict[str, int])
+
+
+class DuplicateItem(BystroqError):
+    """Two items of a batch share a submissionID."""
+
+    def __init__(self, submission_id: str) -> None:
+        super().__init__(f"two items share submissionID {submission_id!r}")
+        self.submission_id = submission_id
 
 
 class Batch(msgspec.Struct, kw_only=True):
@@ -68,16 +77,22 @@ class Claim(msgspec.Struct, kw_only=True, frozen=True):
 class Store(SQLStore):
     """The records store, with batches."""
 
-    def create_batch(self, batch: Batch, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write the batch and all its items (submissionID, job body) in one transaction."""
+    def create_batch(self, batch: Batch, items: Iterable[tuple[int, str, bytes]]) -> None:
+        """Write the batch and its items (position, submissionID, job body) in one
+        transaction; DuplicateItem (and nothing written) if two share a submissionID."""
         with self.transaction() as cur:
             self._execute(cur, f"INSERT INTO bystroq_batches ({', '.join(_COLUMNS)}) VALUES "
                           f"({', '.join('?' * len(_COLUMNS))})", _batch_row(batch))
             cur.executemany(
                 self._sql("INSERT INTO bystroq_batch_items (batch_id, n, submission_id, body)"
                           " VALUES (?, ?, ?, ?)"),
-                [(batch.batch_id, n, sid, body.decode()) for n, (sid, body) in enumerate(items)],
+                ((batch.batch_id, n, sid, body.decode()) for n, sid, body in items),
             )
+            twice = self._execute(cur, "SELECT submission_id FROM bystroq_batch_items WHERE "
+                                  "batch_id = ? GROUP BY submission_id HAVING COUNT(*) > 1 "
+                                  "LIMIT 1", (batch.batch_id,)).fetchone()
+            if twice is not None:
+                raise DuplicateItem(twice[0])
 
     def get_batch(self, batch_id: str) -> Batch | None:
         batches = self._batches("batch_id = ?", (batch_id,))
