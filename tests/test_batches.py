@@ -22,6 +22,7 @@ from bystroq.feeder import Feeder, park_delay
 from bystroq.records import Store, open_store
 from bystroq.testing import Beanstalkd, config_text, wait_until
 from bystroq.worker import Outcome
+from tests.chaos.batches import killed_feeders
 from tests.conftest import Invoke, Tubes
 
 
@@ -339,6 +340,13 @@ def test_feeder_killed_mid_batch(config: LoadedConfig, server: Beanstalkd, prefi
     for record in store.list(batch=batch.batch_id, limit=100):
         events = [e.event for e in store.timeline(record.submission_id)]
         assert events == ["started", "completed"], (record.submission_id, events)
+
+
+@pytest.mark.chaos
+def test_feeders_sigkilled_at_random_moments() -> None:
+    report = killed_feeders(items=400, kills=15)
+    assert report.notes == ["jobs left on the servers=0"]
+    assert report.lost == 0 and report.completed == 400 and report.ran_twice == 0
 
 
 @pytest.mark.parametrize(("name", "text", "expected"), [
