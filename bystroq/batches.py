@@ -1,8 +1,9 @@
 """Batches: one category run over the records of a JSON-lines or CSV file, tracked together.
 
 `create_batch` reads and checks every record before anything is written (see
-bystroq.batchfiles), stores the batch and its jobs in one transaction, reading the file
-again rather than holding it, and puts the first `concurrency` jobs; the feeder (in every
+bystroq.batchfiles), spooling the jobs to a temporary file rather than holding them, stores
+the batch and its jobs in one transaction, and puts the first `concurrency` jobs; the feeder
+(in every
 `bystroq consume`) puts the next one each time one finishes. See bystroq.feeder.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import random
 import secrets
+import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from bystroq.consumer import Consumer
 
 FAILURES_SHOWN = 5
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_ID = msgspec.json.Decoder(str).decode
 
 
 def new_batch_id() -> str:
@@ -77,43 +81,54 @@ def create_batch(
     if not path.is_file():
         raise BatchError(f"{path}: records file not found")
     records = RecordsFile(path, job_type, batch_id, params or {}, params_override)
-    count = sum(1 for _ in records.jobs())  # every record checked; none kept
-    if not count:
-        raise BatchError(f"{path}: no records")
-    total = min(count, max_records) if max_records else count
-    position = _feed_order(count, random.Random(seed) if shuffle else None)
+    with tempfile.TemporaryFile() as spool:
+        count = _spool(records, spool)  # every record checked; none held in memory
+        if not count:
+            raise BatchError(f"{path}: no records")
+        total = min(count, max_records) if max_records else count
+        position = _feed_order(count, random.Random(seed) if shuffle else None)
+        spool.seek(0)
+        items = ((position(index), *_unspool(line)) for index, line in enumerate(spool)
+                 if position(index) < total)
+        return _create(config, store, records, items, Batch(
+            batch_id=batch_id, category=name, total=total, concurrency=concurrency,
+            error_policy=error_policy, priority=priority, created_at=time.time()))
 
-    def items() -> Iterator[tuple[int, str, bytes]]:
-        read = 0
-        for index, (_, submission_id, body) in enumerate(records.jobs()):
-            read += 1
-            if index >= count:
-                break
-            if position(index) < total:
-                yield position(index), submission_id, body
-        if read != count:
-            raise BatchError(f"{path}: changed while it was read; try again once it is "
-                             "written; nothing was created")
 
+def _create(config: LoadedConfig, store: Store, records: RecordsFile,
+            items: Iterator[tuple[int, str, bytes]], batch: Batch) -> Batch:
+    """Store the batch and its items, then put its first jobs."""
     from bystroq.feeder import Feeder
 
     with Producer(config) as producer:
         feeder = Feeder(config, store, producer)
         try:
-            batch = Batch(batch_id=batch_id, category=name, total=total,
-                          concurrency=concurrency, error_policy=error_policy, priority=priority,
-                          created_at=time.time(), watermarks=feeder.last_ids())
+            batch.watermarks = feeder.last_ids()
             try:
-                store.create_batch(batch, items())
+                store.create_batch(batch, items)
             except DuplicateItem as exc:
-                first, again = records.rows_with(exc.submission_id)[:2]
-                raise BatchError(f"{again}: submissionID {exc.submission_id!r} is already "
-                                 f"used at {first}; give each record its own; nothing was "
+                rows = [*records.rows_with(exc.submission_id), *[str(records.path)] * 2]
+                raise BatchError(f"{rows[1]}: submissionID {exc.submission_id!r} is already "
+                                 f"used at {rows[0]}; give each record its own; nothing was "
                                  "created") from None
             feeder.feed(batch)
         finally:
             feeder.close()
-    return store.get_batch(batch_id) or batch
+    return store.get_batch(batch.batch_id) or batch
+
+
+def _spool(records: RecordsFile, spool: IO[bytes]) -> int:
+    """Write each checked job as a line (JSON submissionID, tab, body); how many."""
+    count = 0
+    for _, submission_id, body in records.jobs():
+        spool.write(b"%s\t%s\n" % (_ENCODE(submission_id), body))
+        count += 1
+    return count
+
+
+def _unspool(line: bytes) -> tuple[str, bytes]:
+    submission_id, _, body = line.rstrip(b"\n").partition(b"\t")
+    return _DECODE_ID(submission_id), body
 
 
 def _feed_order(count: int, rng: random.Random | None) -> Callable[[int], int]:

@@ -2,8 +2,8 @@
 
 JSON lines (one object a line) or CSV (comma-separated, a header row of field names), both
 UTF-8, with or without a byte-order mark. Only the record at hand is held in memory, so a
-file of millions of records costs no more than one of ten: `create_batch` reads it twice,
-once to check every record and once to store them.
+file of millions of records costs no more memory than one of ten (`create_batch` spools the
+checked jobs to a temporary file, and stores them from there).
 
 A record is refused, with file, line or row, column, what was wrong and how to fix it, when
 it names a field the job Struct does not have (a `;`-separated CSV has one such column), a
@@ -28,7 +28,6 @@ from bystroq.errors import BystroqError
 from bystroq.messages import encode
 
 ID_NAMES = ("submissionID", "submission_id")
-_BOM = "\ufeff"
 
 
 class BatchError(BystroqError):
@@ -72,7 +71,8 @@ class RecordsFile:
 
     def _job(self, where: str, data: dict[str, Any], n: int) -> tuple[str, bytes]:
         params = self.params
-        merged = {**data, **params} if self.params_override else {**params, **data}
+        merged = data if not params else (
+            {**data, **params} if self.params_override else {**params, **data})
         merged.setdefault(self._id_key, f"{self.batch_id}-{n}")
         try:
             # CSV gives text: let "3" become an int field.
@@ -119,20 +119,27 @@ class RecordsFile:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _lines(self) -> Iterator[tuple[int, str]]:
-        """(line number, text) of the file, as UTF-8 (a byte-order mark is dropped)."""
+    def _lines(self) -> Iterator[str]:
+        """The file's lines, as UTF-8 (a byte-order mark is dropped)."""
+        with self.path.open(encoding="utf-8-sig", newline="") as lines:
+            try:
+                yield from lines
+            except UnicodeDecodeError:
+                raise BatchError(self._not_utf8()) from None
+
+    def _not_utf8(self) -> str:
+        """Where the file stops being UTF-8 (read again, line by line, to say so)."""
         with self.path.open("rb") as lines:
             for number, raw in enumerate(lines, 1):
                 try:
-                    line = raw.decode()
+                    raw.decode()
                 except UnicodeDecodeError as exc:
-                    raise BatchError(
-                        f"{self.path}:{number}: not UTF-8 (byte {raw[exc.start]:#04x} at "
-                        f"column {exc.start + 1}); save the file as UTF-8") from None
-                yield number, line[1:] if number == 1 and line.startswith(_BOM) else line
+                    return (f"{self.path}:{number}: not UTF-8 (byte {raw[exc.start]:#04x} at "
+                            f"column {exc.start + 1}); save the file as UTF-8")
+        return f"{self.path}: not UTF-8; save the file as UTF-8"
 
     def _jsonl_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for number, line in self._lines():
+        for number, line in enumerate(self._lines(), 1):
             if not line.strip():
                 continue
             where = f"{self.path}:{number}"
@@ -150,7 +157,7 @@ class RecordsFile:
             yield where, data
 
     def _csv_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        reader = csv.reader(line for _, line in self._lines())
+        reader = csv.reader(self._lines())
         header = next(reader, None)
         if not header:
             raise BatchError(f"{self.path}: empty CSV file; expected a header row of field "
