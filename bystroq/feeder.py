@@ -152,8 +152,10 @@ class Feeder:
     def _exchange(self, server: str, commands: Sequence[bytes]) -> list[Reply] | None:
         """The replies, or None when the server cannot be reached."""
         conn = self._conns.get(server)
-        if conn is None or not commands:
-            return None if conn is None else []
+        if conn is None or not conn.ready():
+            return None  # unknown, or waiting out a backoff: the claims wait for recovery
+        if not commands:
+            return []
         try:
             return exchange(conn, commands)
         except CONNECTION_ERRORS as exc:
