@@ -229,6 +229,41 @@ def test_a_put_confirmed_but_not_kicked_is_kicked(
     assert store.stale_claims(float("inf")) == []
 
 
+def test_a_put_kicked_but_not_released_is_not_put_again(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    # A feeder confirms and kicks its put, and dies before dropping the claim.
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        put = producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))
+        assert store.confirm_put(claimed, put.job_id, put.server.name)
+        tubes.client().kick_job(put.job_id)
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+    assert store.stale_claims(float("inf")) == []
+
+
+def test_a_parked_put_of_a_cancelled_batch_is_deleted(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))  # then died
+        cancel_batch(store, batch.batch_id)
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    assert tubes.counts(config.category("echo").submission) == {
+        "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+    assert store.stale_claims(float("inf")) == []
+
+
 def test_a_feeder_that_lost_its_claim_deletes_its_put(
     config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
 ) -> None:
