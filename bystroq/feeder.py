@@ -17,7 +17,8 @@ A claim that has not moved on for `grace_s` belonged to a feeder that died (or s
 - unconfirmed (died in 1-3): another feeder takes it over (its generation goes up, so the
   old feeder can no longer confirm), deletes the parked jobs of earlier generations it
   finds on the servers (by body and delay, among the ids put since the claim), and puts
-  the item again. A parked job it misses can never be confirmed, so it never runs.
+  the item again. A parked job it misses (its server is down) can never be confirmed, so
+  it never runs: the search only tidies up, and a server away does not stall the batch.
 - confirmed (died in 4): its job is kicked if it is still parked.
 """
 
@@ -199,8 +200,9 @@ class Feeder:
         self._kick_parked([c for c in mine if c.queue_id is not None])
         lost = [taken for c in mine if c.queue_id is None
                 and (taken := self.store.take_over(c)) is not None]
-        if not lost or not self._delete_earlier_puts(lost):
-            return  # a server did not answer: it may hold a parked put; after the grace
+        if not lost:
+            return
+        self._delete_earlier_puts(lost)
         for batch_id, claims in _by_batch(lost).items():
             batch = self.store.get_batch(batch_id)
             if batch is None or batch.state != "running":
@@ -229,9 +231,9 @@ class Feeder:
         if answered:
             self.store.release_claims(answered)
 
-    def _delete_earlier_puts(self, claims: Sequence[Claim]) -> bool:
-        """Delete the parked jobs of the claims' earlier generations; False if a server
-        could not be searched."""
+    def _delete_earlier_puts(self, claims: Sequence[Claim]) -> None:
+        """Delete the parked jobs of the claims' earlier generations. A server that cannot
+        be searched may keep one; it cannot run (never confirmed), so the batch goes on."""
         wanted: dict[bytes, set[int]] = defaultdict(set)
         for claim in claims:
             wanted[claim.body.encode()].update(park_delay(claim, g) for g in range(claim.gen))
@@ -244,10 +246,9 @@ class Feeder:
                     exchange(conn, [b"delete %d\r\n" % job_id for job_id in found])
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)
-                self.log.warning("cannot search a server for parked batch jobs; will retry",
-                                 server=server.name, error=str(exc))
-                return False
-        return True
+                self.log.warning("cannot search a server for parked batch jobs; a parked "
+                                 "copy may stay there (it cannot run)", server=server.name,
+                                 error=str(exc), submissionIDs=[c.submission_id for c in claims])
 
 
 def _parked_among(conn: Connection, start: int, end: int,

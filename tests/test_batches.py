@@ -20,7 +20,7 @@ from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.feeder import Feeder, park_delay
 from bystroq.records import Store, open_store
-from bystroq.testing import Beanstalkd, config_text, wait_until
+from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Outcome
 from tests.chaos.batches import killed_feeders
 from tests.conftest import Invoke, Tubes
@@ -262,6 +262,27 @@ def test_a_parked_put_of_a_cancelled_batch_is_deleted(
     assert tubes.counts(config.category("echo").submission) == {
         "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
     assert store.stale_claims(float("inf")) == []
+
+
+def test_a_lost_claim_is_put_again_while_a_server_is_away(
+    server: Beanstalkd, prefix: str, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    other = Beanstalkd().start()
+    try:
+        config = config_for([server.address, other.address], prefix=prefix)
+        path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+        batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+        store.claim_batch_items(batch.batch_id, 1)  # its feeder dies
+        other.kill()
+        with Producer(config) as producer:
+            feeder = Feeder(config, store, producer, grace_s=0)
+            feeder.step()
+            feeder.close()
+    finally:
+        other.kill()
+    assert store.stale_claims(float("inf")) == []
+    assert store.batch_in_flight(batch.batch_id) == 2
+    assert sum(r.queue_id is not None for r in store.list(batch=batch.batch_id)) == 2
 
 
 def test_a_feeder_that_lost_its_claim_deletes_its_put(
