@@ -1,84 +1,45 @@
 """Batches: one category run over the records of a JSON-lines or CSV file, tracked together.
 
-`create_batch` reads and checks every record before anything is written, stores the batch
-and its jobs in one transaction, and puts the first `concurrency` jobs; the feeder (in every
+`create_batch` reads and checks every record before anything is written (see
+bystroq.batchfiles), spooling the jobs to a temporary file rather than holding them, stores
+the batch and its jobs in one transaction, and puts the first `concurrency` jobs; the feeder
+(in every
 `bystroq consume`) puts the next one each time one finishes. See bystroq.feeder.
 """
 
 from __future__ import annotations
 
-import csv
 import random
 import secrets
+import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
+from bystroq.batchfiles import BatchError, RecordsFile
 from bystroq.cancel import CancelResult, cancel_submission
 from bystroq.config import LoadedConfig
 from bystroq.errors import BystroqError
-from bystroq.messages import encode, explain_validation
 from bystroq.producer import DEFAULT_PRIORITY, Producer
 from bystroq.records import Batch, Record, Store
-from bystroq.records.batchstore import ErrorPolicy
+from bystroq.records.batchstore import DuplicateItem, ErrorPolicy
 from bystroq.worker.listener import load_listener
 
 if TYPE_CHECKING:
     from bystroq.consumer import Consumer
 
 FAILURES_SHOWN = 5
-
-
-class BatchError(BystroqError):
-    """A batch cannot be created as asked (bad records file, bad option)."""
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_ID = msgspec.json.Decoder(str).decode
 
 
 def new_batch_id() -> str:
     return f"batch-{secrets.token_hex(4)}"
-
-
-def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, record) for each record of a .jsonl or .csv file; `where` names the line."""
-    if path.suffix.lower() == ".csv":
-        yield from _csv_records(path)
-    else:
-        yield from _jsonl_records(path)
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = msgspec.json.decode(line)
-            except msgspec.DecodeError as exc:
-                raise BatchError(f"{where}: not valid JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise BatchError(f"{where}: expected a JSON object, got {type(data).__name__}")
-            yield where, data
-
-
-def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(newline="") as rows:
-        reader = csv.reader(rows)
-        header = next(reader, None)
-        if not header:
-            raise BatchError(f"{path}: empty CSV file; expected a header row of field names")
-        for row in reader:
-            if not row:
-                continue
-            where = f"{path}: row {reader.line_num}"
-            if len(row) != len(header):
-                raise BatchError(f"{where}: has {len(row)} columns, the header has "
-                                 f"{len(header)} ({', '.join(header)})")
-            yield where, {name: value for name, value in zip(header, row, strict=True)
-                          if value != ""}
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -119,34 +80,64 @@ def create_batch(
     path = Path(records_file)
     if not path.is_file():
         raise BatchError(f"{path}: records file not found")
-    strict = path.suffix.lower() != ".csv"  # CSV gives text: let "3" become an int field
-    items: list[tuple[str, bytes]] = []
-    for n, (where, data) in enumerate(read_records(path)):
-        merged = {**data, **(params or {})} if params_override else {**(params or {}), **data}
-        merged.setdefault("submissionID", f"{batch_id}-{n}")
-        try:
-            job = msgspec.convert(merged, job_type, strict=strict)
-        except msgspec.ValidationError as exc:
-            raise BatchError(f"{where}: {explain_validation(exc)} (job type {job_type.__name__}); "
-                             "nothing was created") from None
-        items.append((str(job.submissionID), encode(job)))
-    if not items:
-        raise BatchError(f"{path}: no records")
-    if shuffle:
-        random.Random(seed).shuffle(items)
-    items = items[:max_records] if max_records else items
-    duplicates = len(items) - len({sid for sid, _ in items})
-    if duplicates:
-        raise BatchError(f"{path}: {duplicates} records share a submissionID with another; "
-                         "each record needs its own; nothing was created")
-    batch = Batch(batch_id=batch_id, category=name, total=len(items), concurrency=concurrency,
-                  error_policy=error_policy, priority=priority, created_at=time.time())
-    store.create_batch(batch, items)
+    records = RecordsFile(path, job_type, batch_id, params or {}, params_override)
+    with tempfile.TemporaryFile() as spool:
+        count = _spool(records, spool)  # every record checked; none held in memory
+        if not count:
+            raise BatchError(f"{path}: no records")
+        total = min(count, max_records) if max_records else count
+        position = _feed_order(count, random.Random(seed) if shuffle else None)
+        spool.seek(0)
+        items = ((position(index), *_unspool(line)) for index, line in enumerate(spool)
+                 if position(index) < total)
+        return _create(config, store, records, items, Batch(
+            batch_id=batch_id, category=name, total=total, concurrency=concurrency,
+            error_policy=error_policy, priority=priority, created_at=time.time()))
+
+
+def _create(config: LoadedConfig, store: Store, records: RecordsFile,
+            items: Iterator[tuple[int, str, bytes]], batch: Batch) -> Batch:
+    """Store the batch and its items, then put its first jobs."""
     from bystroq.feeder import Feeder
 
     with Producer(config) as producer:
-        Feeder(config, store, producer).feed(batch)
-    return store.get_batch(batch_id) or batch
+        feeder = Feeder(config, store, producer)
+        try:
+            batch.watermarks = feeder.last_ids()
+            try:
+                store.create_batch(batch, items)
+            except DuplicateItem as exc:
+                rows = [*records.rows_with(exc.submission_id), *[str(records.path)] * 2]
+                raise BatchError(f"{rows[1]}: submissionID {exc.submission_id!r} is already "
+                                 f"used at {rows[0]}; give each record its own; nothing was "
+                                 "created") from None
+            feeder.feed(batch)
+        finally:
+            feeder.close()
+    return store.get_batch(batch.batch_id) or batch
+
+
+def _spool(records: RecordsFile, spool: IO[bytes]) -> int:
+    """Write each checked job as a line (JSON submissionID, tab, body); how many."""
+    count = 0
+    for _, submission_id, body in records.jobs():
+        spool.write(b"%s\t%s\n" % (_ENCODE(submission_id), body))
+        count += 1
+    return count
+
+
+def _unspool(line: bytes) -> tuple[str, bytes]:
+    submission_id, _, body = line.rstrip(b"\n").partition(b"\t")
+    return _DECODE_ID(submission_id), body
+
+
+def _feed_order(count: int, rng: random.Random | None) -> Callable[[int], int]:
+    """File index -> feed position: a permutation kept as 4 bytes a record."""
+    if rng is None:
+        return lambda index: index
+    order = array("I", range(count))
+    rng.shuffle(order)
+    return order.__getitem__
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Consumer:
         self._stopping = False
         # Batches of these categories are fed from here (see bystroq.feeder).
         self.producer = Producer(config) if feed else None
-        self.feeder = Feeder(config, store, self.producer, feed_grace_s, drain=self.drain) if (
+        self.feeder = Feeder(config, store, self.producer, feed_grace_s) if (
             self.producer is not None) else None
         self._fed_at = 0.0
 
@@ -183,6 +183,8 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
+        if self.feeder is not None:
+            self.feeder.close()
         if self.producer is not None:
             self.producer.close()
         for conn, _ in self.conns:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,11 @@ from bystroq import Producer, Worker, WorkerOptions
 from bystroq.batches import BatchError, batch_status, cancel_batch, create_batch
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
-from bystroq.feeder import Feeder
-from bystroq.records import Store
-from bystroq.testing import Beanstalkd, config_text, wait_until
+from bystroq.feeder import Feeder, park_delay
+from bystroq.records import Store, open_store
+from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
+from bystroq.worker import Outcome
+from tests.chaos.batches import killed_feeders
 from tests.conftest import Invoke, Tubes
 
 
@@ -182,24 +185,181 @@ def test_a_claim_whose_feeder_died_before_the_put_is_put_once(
         feeder = Feeder(config, store, producer, grace_s=0)
         feeder.step()
         feeder.step()
+        feeder.close()
     assert tubes.counts(config.category("echo").submission)["ready"] == 2
-    assert len(store.unconfirmed_claims(batch.batch_id, float("inf"))) == 0
+    assert store.stale_claims(float("inf")) == []
 
 
-def test_a_claim_whose_feeder_died_after_the_put_is_not_put_again(
+def test_a_claim_whose_feeder_died_after_the_put_is_put_once(
     config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
 ) -> None:
     path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
     batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
-    # A feeder claims the next item, puts it, and dies before recording its queueID.
+    # A feeder claims the next item, puts it parked, and dies before confirming the put.
     (claimed,) = store.claim_batch_items(batch.batch_id, 1)
-    assert claimed.body is not None
     with Producer(config) as producer:
-        handle = producer.submit("echo", claimed.body.encode())
-        Feeder(config, store, producer, grace_s=0).step()
-    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+        lost = producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    submission = config.category("echo").submission
+    assert tubes.counts(submission) == {"ready": 2, "reserved": 0, "delayed": 0, "buried": 0}
     record = store.get(claimed.submission_id)
-    assert record is not None and record.queue_id == handle.job_id
+    assert record is not None and record.queue_id not in (None, lost.job_id)
+    assert store.stale_claims(float("inf")) == []
+
+
+def test_a_put_confirmed_but_not_kicked_is_kicked(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    # A feeder confirms its parked put and dies before kicking it to ready.
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        parked = producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))
+        assert store.confirm_put(claimed, parked.job_id, parked.server.name)
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    counts = tubes.counts(config.category("echo").submission)
+    assert counts["ready"] == 2 and counts["delayed"] == 0
+    record = store.get(claimed.submission_id)
+    assert record is not None and record.queue_id == parked.job_id
+    assert store.stale_claims(float("inf")) == []
+
+
+def test_a_put_kicked_but_not_released_is_not_put_again(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    # A feeder confirms and kicks its put, and dies before dropping the claim.
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        put = producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))
+        assert store.confirm_put(claimed, put.job_id, put.server.name)
+        tubes.client().kick_job(put.job_id)
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    assert tubes.counts(config.category("echo").submission)["ready"] == 2
+    assert store.stale_claims(float("inf")) == []
+
+
+def test_a_parked_put_of_a_cancelled_batch_is_deleted(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    with Producer(config) as producer:
+        producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))  # then died
+        cancel_batch(store, batch.batch_id)
+        feeder = Feeder(config, store, producer, grace_s=0)
+        feeder.step()
+        feeder.close()
+    assert tubes.counts(config.category("echo").submission) == {
+        "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+    assert store.stale_claims(float("inf")) == []
+
+
+def test_a_lost_claim_is_put_again_while_a_server_is_away(
+    server: Beanstalkd, prefix: str, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    other = Beanstalkd().start()
+    try:
+        config = config_for([server.address, other.address], prefix=prefix)
+        path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+        batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+        store.claim_batch_items(batch.batch_id, 1)  # its feeder dies
+        other.kill()
+        with Producer(config) as producer:
+            feeder = Feeder(config, store, producer, grace_s=0)
+            feeder.step()
+            feeder.close()
+    finally:
+        other.kill()
+    assert store.stale_claims(float("inf")) == []
+    assert store.batch_in_flight(batch.batch_id) == 2
+    assert sum(r.queue_id is not None for r in store.list(batch=batch.batch_id)) == 2
+
+
+def test_a_feeder_that_lost_its_claim_deletes_its_put(
+    config: LoadedConfig, tubes: Tubes, store: Store, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=1)
+    (claimed,) = store.claim_batch_items(batch.batch_id, 1)
+    assert store.take_over(claimed) is not None  # another feeder thought this one dead
+    with Producer(config) as producer:
+        late = producer.submit("echo", claimed.body.encode(), delay=park_delay(claimed))
+    assert not store.confirm_put(claimed, late.job_id, late.server.name)
+
+
+PAUSED_FEEDER = """
+import sys, time
+from bystroq.config import load
+from bystroq.feeder import Feeder, park_delay
+from bystroq.producer import Producer
+from bystroq.records import open_store
+
+class PutThenPause(Producer):
+    def submit(self, *args, **kwargs):
+        handle = super().submit(*args, **kwargs)
+        print(handle.job_id, flush=True)
+        time.sleep(3600)  # killed here: between the put and its record
+        return handle
+
+config = load(sys.argv[1])
+with open_store(sys.argv[2]) as store, PutThenPause(config) as producer:
+    Feeder(config, store, producer).feed(store.get_batch(sys.argv[3]))
+"""
+
+
+def test_a_feeder_killed_between_put_and_record_while_another_feeds_puts_once(
+    config: LoadedConfig, server: Beanstalkd, prefix: str, tubes: Tubes, store: Store,
+    records_url: str, tmp_path: Path,
+) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{} for _ in range(5)])
+    batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=2)
+    config_file = tmp_path / "beanstalk.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix))
+    with Worker(config, "echo") as worker, Consumer(config, store, feed=False) as consumer:
+        assert worker.step() is not Outcome.NONE
+        consumer.drain()  # item 0 done: one slot free
+        # Feeder A claims item 2, puts it, and is killed before recording the put.
+        feeder_a = subprocess.Popen(
+            [sys.executable, "-c", PAUSED_FEEDER, str(config_file), records_url,
+             batch.batch_id], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert feeder_a.stdout is not None
+            assert feeder_a.stdout.readline().strip().isdigit()
+        finally:
+            feeder_a.kill()
+            feeder_a.wait()
+            if feeder_a.stdout is not None:
+                feeder_a.stdout.close()
+        assert worker.step() is not Outcome.NONE
+        consumer.drain()  # item 1 done
+        with Producer(config) as producer:
+            # Feeder B puts item 3, after A's put: the batch's highest queueID passes A's.
+            feeder_b = Feeder(config, store, producer, grace_s=3600)
+            assert feeder_b.step() == 1
+            feeder_b.close()
+            # Later, a feeder recovers A's claim.
+            recovering = Feeder(config, store, producer, grace_s=0)
+            recovering.step()
+            recovering.close()
+    with running_worker(config):
+        run_batch(config, store, batch.batch_id)
+    status = batch_status(store, batch.batch_id)
+    assert status.batch.state == "completed" and status.counts["completed"] == 5
+    for record in store.list(batch=batch.batch_id, limit=100):
+        events = [e.event for e in store.timeline(record.submission_id)]
+        assert events == ["started", "completed"], (record.submission_id, events)
+    assert tubes.counts(config.category("echo").submission) == {
+        "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
 
 
 KILLABLE_FEEDER = """
@@ -238,23 +398,87 @@ def test_feeder_killed_mid_batch(config: LoadedConfig, server: Beanstalkd, prefi
         assert events == ["started", "completed"], (record.submission_id, events)
 
 
+@pytest.mark.chaos
+def test_feeders_sigkilled_at_random_moments() -> None:
+    report = killed_feeders(items=400, kills=15)
+    assert report.notes == ["jobs left on the servers=0"]
+    assert report.lost == 0 and report.completed == 400 and report.ran_twice == 0
+
+
 @pytest.mark.parametrize(("name", "text", "expected"), [
     ("bad.jsonl", '{"message": "a"}\n{"message": \n', "bad.jsonl:2: not valid JSON"),
     ("bad.jsonl", '{"message": "a"}\n{"sleep_s": "slow"}\n',
-     "bad.jsonl:2: field `sleep_s`: Expected `float`, got `str` (job type EchoJob)"),
+     "bad.jsonl:2: field `sleep_s`: Expected `float`, got `str` ('slow') (job type EchoJob)"),
+    ("bad.jsonl", '{"mesage": "a"}\n',
+     "bad.jsonl:1: field `mesage`: not a field of EchoJob (its fields: submissionID, message,"),
     ("bad.csv", "message,sleep_s\na,0\nb\n", "bad.csv: row 3: has 1 columns, the header has 2"),
-    ("bad.csv", "message,sleep_s\na,soon\n", "bad.csv: row 2: field `sleep_s`: Expected `float`"),
+    ("bad.csv", "message,sleep_s\na,soon\n",
+     "bad.csv: row 2, column 2 (`sleep_s`): Expected `float`, got `str` ('soon')"),
+    ("bad.csv", "message;sleep_s\na;0\n",
+     "bad.csv: row 1: one column `message;sleep_s`: the file looks ';'-separated; save it "
+     "comma-separated"),
+    ("bad.csv", "submission_id,message\nx,a\n",
+     "bad.csv: row 1, column 1 (`submission_id`): not a field of EchoJob"),
+    ("bad.csv", "message,sleep_s,message\na,0,b\n",
+     "bad.csv: row 1: columns 1 and 3 are both `message`; give each column its own name"),
+    ("bad.csv", "message,sleep_s\na,0\nb,nan\n",
+     "bad.csv: row 3, column 2 (`sleep_s`): 'nan' is not a finite number"),
+    ("bad.csv", "message,sleep_s\na,-inf\n",
+     "bad.csv: row 2, column 2 (`sleep_s`): '-inf' is not a finite number"),
+    ("bad.csv", "message\nok\ncaf\xe9\n".encode("latin-1"),
+     "bad.csv:3: not UTF-8 (byte 0xe9 at column 4); save the file as UTF-8"),
+    ("bad.csv", "submissionID\na\nb\na\n",
+     "bad.csv: row 4: submissionID 'a' is already used at "),
 ])
 def test_bad_records_file_creates_nothing(config: LoadedConfig, tubes: Tubes, store: Store,
-                                          tmp_path: Path, name: str, text: str,
+                                          tmp_path: Path, name: str, text: str | bytes,
                                           expected: str) -> None:
     path = tmp_path / name
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     with pytest.raises(BatchError) as raised:
         create_batch(config, store, "echo", path)
     assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
     assert store.list_batches() == [] and store.list() == []
     assert tubes.counts(config.category("echo").submission)["ready"] == 0
+
+
+def test_unknown_param_creates_nothing(config: LoadedConfig, store: Store,
+                                       tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "jobs.jsonl", [{}])
+    with pytest.raises(BatchError, match="--param mesage: not a field of EchoJob"):
+        create_batch(config, store, "echo", path, params={"mesage": "hi"})
+    assert store.list_batches() == []
+
+
+def test_csv_with_a_byte_order_mark(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("submissionID,message\nb1,hi\nb2,ho\n", encoding="utf-8-sig")
+    batch = create_batch(config, store, "echo", path, shuffle=False)
+    bodies = sorted((json.loads(r.body or "") for r in store.list(batch=batch.batch_id)),
+                    key=lambda b: b["submissionID"])
+    assert [(b["submissionID"], b["message"]) for b in bodies] == [("b1", "hi"), ("b2", "ho")]
+
+
+def test_a_large_csv_is_streamed(config: LoadedConfig, tmp_path: Path) -> None:
+    path = tmp_path / "large.csv"
+    with path.open("w") as out:
+        out.write("submissionID,message,sleep_s\n")
+        out.writelines(f"row-{n:07d},hello {n},0.{n % 10}\n" for n in range(100_000))
+    size = path.stat().st_size
+    with open_store(f"sqlite:///{tmp_path / 'records.db'}") as store:
+        tracemalloc.start()
+        try:
+            batch = create_batch(config, store, "echo", path, seed=1, concurrency=2)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert batch.total == 100_000
+    print(f"peak traced memory {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file")
+    assert peak < size  # 24 times the file's size when the file was held
 
 
 def test_csv_records(config: LoadedConfig, store: Store, tmp_path: Path) -> None:
@@ -300,6 +524,16 @@ def test_cli_create_wait_status(records_cli: Invoke, tmp_path: Path,
     code, _, err = run("batch", "create", "--tube", "echo", "--records-file", str(good),
                        "--param", "novalue")
     assert code == 2 and "expected key=value" in err
+
+
+def test_cli_refuses_a_latin1_file_in_one_line(records_cli: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("message\ncaf\xe9\n".encode("latin-1"))
+    code, out, err = records_cli("batch", "create", "--tube", "echo", "--records-file",
+                                 str(path))
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip().splitlines() == [
+        f"error: {path}:2: not UTF-8 (byte 0xe9 at column 4); save the file as UTF-8"]
 
 
 def test_cancel_covers_a_claim_never_put(config: LoadedConfig, store: Store,

@@ -72,6 +72,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             batch_id TEXT NOT NULL, n INTEGER NOT NULL, submission_id TEXT NOT NULL,
             body TEXT NOT NULL, PRIMARY KEY (batch_id, n))""",
     ),
+    (
+        # A batch item's put in progress (see bystroq.records.batchstore): its claim's
+        # generation, the servers' last ids before it, and where the job went.
+        """CREATE TABLE bystroq_batch_claims (
+            batch_id TEXT NOT NULL, n INTEGER NOT NULL, gen INTEGER NOT NULL,
+            claimed_at DOUBLE PRECISION NOT NULL, put_after TEXT NOT NULL,
+            queue_id BIGINT, server TEXT, PRIMARY KEY (batch_id, n))""",
+        # Claims made before this version (put without parking): recovered as generation 0.
+        """INSERT INTO bystroq_batch_claims (batch_id, n, gen, claimed_at, put_after)
+            SELECT i.batch_id, i.n, 0, 0, '{}' FROM bystroq_batch_items i
+            JOIN bystroq_records r ON r.submission_id = i.submission_id
+            AND r.batch = i.batch_id WHERE r.state = 'queued' AND r.queue_id IS NULL""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
