@@ -1,0 +1,133 @@
+"""What a caller of submit is told, and what its records say, when things break under it:
+a put never answered."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import greenstalk
+import msgspec
+import pytest
+
+from bystroq import Producer, Worker, WorkerOptions
+from bystroq.config import LoadedConfig
+from bystroq.consumer import Consumer
+from bystroq.errors import SubmitOutcomeUnknown
+from bystroq.records import Store, model
+from bystroq.records.model import Record, parse_event
+from bystroq.testing import Beanstalkd, config_for, wait_until
+from listeners.echo import EchoJob
+from tests.conftest import Tubes
+
+
+def run_and_consume(config: LoadedConfig, store: Store) -> None:
+    """Run every ready echo job, then apply every event to `store`."""
+    with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+        worker.run()
+    with Consumer(config, store, feed=False) as consumer:
+        consumer.run(burst=True)
+
+
+def total_puts(server: Beanstalkd, tube: str) -> int:
+    try:
+        return int(Tubes(server.address).client().stats_tube(tube)["total-jobs"])
+    except greenstalk.NotFoundError:
+        return 0
+
+
+@pytest.fixture
+def fresh_servers() -> Iterator[list[Beanstalkd]]:
+    """Two servers of this test's own (one may be stopped with SIGSTOP)."""
+    servers = [Beanstalkd().start(), Beanstalkd().start()]
+    yield servers
+    for server in servers:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.kill()
+
+
+# -- 5. a put whose answer never comes -----------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_unanswered_put_is_unknown_never_put_again_and_its_record_follows_the_job(
+    fresh_servers: list[Beanstalkd], prefix: str, store: Store
+) -> None:
+    paused, other = fresh_servers
+    config = config_for([paused.address, other.address], prefix=prefix)
+    tube = config.category("echo").submission
+    with Producer(config, wait_s=0.5, recorder=store) as producer:
+        producer.submit("echo", EchoJob(submissionID="a"))  # round robin: the first server
+        producer.submit("echo", EchoJob(submissionID="b"))  # then the other
+        assert paused.proc is not None
+        paused.proc.send_signal(signal.SIGSTOP)
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            producer.submit("echo", EchoJob(submissionID="c"))  # the first again: no answer
+    assert "do not submit it again" in str(info.value)
+    assert total_puts(other, tube) == 1  # not put again on the server that answers
+    record = store.get("c")
+    assert record is not None and (record.state, record.queue_id) == ("unknown", None)
+    paused.proc.send_signal(signal.SIGCONT)  # the bytes sent arrive: the job is in after all
+    wait_until(lambda: total_puts(paused, tube) == 2)
+    run_and_consume(config, store)
+    record = store.get("c")
+    assert record is not None and (record.state, record.attempts) == ("completed", 1)
+    assert record.server == f"{paused.host}:{paused.port}" and record.queue_id is not None
+
+
+def test_a_connection_the_server_closed_is_reopened_before_the_put(
+    fresh_servers: list[Beanstalkd], prefix: str
+) -> None:
+    """A server restarted between two puts: the second goes over a new connection and is
+    answered, rather than sent into a closed one and reported unknown."""
+    server = fresh_servers[0]
+    config = config_for([server.address], prefix=prefix)
+    with Producer(config, wait_s=2) as producer:
+        producer.submit("echo", EchoJob(submissionID=1))
+        server.restart()
+        handle = producer.submit("echo", EchoJob(submissionID=2))
+    assert handle.job_id == 1  # a fresh server's first job
+
+
+def event(name: str, queue_id: int | None, server: str = "s:1", **fields: Any) -> Any:
+    body = {"event": name, "submissionID": "x", "queueID": queue_id, "attempt": 1, **fields}
+    return parse_event(msgspec.json.encode(body), "echo", server)
+
+
+def test_an_unknown_record_adopts_the_job_its_events_come_from() -> None:
+    record = Record(submission_id="x", category="echo")
+    assert model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=15.0)
+    assert (record.state, record.run, record.server) == ("unknown", None, "s:1")
+    assert record.state not in model.FINAL_STATES
+    assert model.apply(record, event("progress", 7, data={"progress": 1}), now=16.0)
+    assert (record.state, record.run) == ("started", "s:1/7")
+    assert model.apply(record, event("completed", 7, seq=5), now=17.0)
+    assert record.state == "completed"
+
+
+def test_events_that_came_before_the_unknown_outcome_are_kept() -> None:
+    """The job ran and its events were applied before the producer gave up waiting."""
+    record = Record(submission_id="x", category="echo")
+    model.apply(record, event("completed", 7), now=20.0)
+    assert not model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=21.0)
+    assert record.state == "completed"
+
+
+def test_an_earlier_run_is_set_aside_by_an_unknown_put() -> None:
+    record = Record(submission_id="x", category="echo")
+    model.queued(record, 3, "s:1", at=1.0)
+    model.apply(record, event("completed", 3), now=2.0)
+    assert model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=15.0)
+    assert (record.state, record.prior_runs, record.result) == ("unknown", ["s:1/3"], None)
+    assert not model.apply(record, event("failed", 3, seq=9), now=16.0)  # the old job's
+    assert model.apply(record, event("started", 8), now=17.0)
+    assert record.run == "s:1/8"
+
+
+def test_a_later_answered_put_turns_an_unknown_record_queued() -> None:
+    record = Record(submission_id="x", category="echo")
+    model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=15.0)
+    model.queued(record, 9, "s:2", at=20.0)
+    assert (record.state, record.run, record.reason) == ("queued", "s:2/9", None)
