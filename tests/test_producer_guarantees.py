@@ -1,10 +1,11 @@
 """What a caller of submit is told, and what its records say, when things break under it:
-a put never answered."""
+a put never answered, one server spelled two ways."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import greenstalk
@@ -15,8 +16,9 @@ from bystroq import Producer, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.errors import SubmitOutcomeUnknown
-from bystroq.records import Store, model
+from bystroq.records import Store, model, open_store
 from bystroq.records.model import Record, parse_event
+from bystroq.servers import Server
 from bystroq.testing import Beanstalkd, config_for, wait_until
 from listeners.echo import EchoJob
 from tests.conftest import Tubes
@@ -131,3 +133,30 @@ def test_a_later_answered_put_turns_an_unknown_record_queued() -> None:
     model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=15.0)
     model.queued(record, 9, "s:2", at=20.0)
     assert (record.state, record.run, record.reason) == ("queued", "s:2/9", None)
+
+
+# -- 7. one server, two spellings ---------------------------------------------------------
+
+
+def test_a_server_is_named_by_the_address_connected_to(server: Beanstalkd, prefix: str) -> None:
+    config = config_for([f"localhost:{server.port}"], prefix=prefix)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID=1))
+    assert handle.server.name == f"127.0.0.1:{server.port}"
+
+
+def test_ipv6_names_are_bracketed() -> None:
+    assert Server("::1", 11300).name == "[::1]:11300"
+
+
+def test_submit_with_localhost_consume_with_the_ip(
+    server: Beanstalkd, prefix: str, tmp_path: Path
+) -> None:
+    by_name = config_for([f"localhost:{server.port}"], prefix=prefix)
+    by_ip = config_for([f"127.0.0.1:{server.port}"], prefix=prefix)
+    with open_store(f"sqlite:///{tmp_path / 'records.db'}") as store:
+        with Producer(by_name, recorder=store) as producer:
+            producer.submit("echo", EchoJob(submissionID="named"))
+        run_and_consume(by_ip, store)
+        record = store.get("named")
+    assert record is not None and record.state == "completed"
