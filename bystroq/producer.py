@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import greenstalk
 import msgspec
+import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import JobTooBig, SubmitOutcomeUnknown
@@ -65,7 +66,7 @@ class Producer:
     while others take the jobs; only when every server is down for `wait_s` does `submit`
     raise ServersUnavailable (nothing was put). A put that was sent but not answered within
     `wait_s` raises SubmitOutcomeUnknown: the job may be on that server, so it is never put
-    again elsewhere.
+    again elsewhere. The records store failing never fails a put that succeeded.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Producer:
             conn.limit(wait_s)  # a server that stops answering costs one wait, not 30 s
         self._next = 0
         self._lock = threading.Lock()
+        self._records = _RecorderHealth(recorder)
 
     def submit(
         self,
@@ -110,18 +112,18 @@ class Producer:
             job_id, conn = self._put(conf.submission, body, priority, delay, ttr or conf.ttr)
         except _NoAnswer as lost:
             error = SubmitOutcomeUnknown(_unknown_message(lost, submission_id, self.wait_s))
-            if self.recorder is not None and sid is not None:
-                self.recorder.record_submit_unknown(sid, name, lost.server.name, str(error),
-                                                    lost.sent_at, batch=batch, body=body)
+            if sid is not None:
+                self._records.write("record_submit_unknown", sid, name, lost.server.name,
+                                    str(error), lost.sent_at, batch=batch, body=body)
             raise error from lost.error
         except Exception as exc:
-            if self.recorder is not None and sid is not None:
-                self.recorder.record_submit_failed(sid, name, f"submit failed: {exc}")
+            if sid is not None:
+                self._records.write("record_submit_failed", sid, name, f"submit failed: {exc}")
             raise
         handle = Submitted(job_id, conn.server, conf.submission, submission_id)
-        if self.recorder is not None and sid is not None:
-            self.recorder.record_queued(sid, name, job_id, handle.server.name, batch=batch,
-                                        body=body)
+        if sid is not None:
+            self._records.write("record_queued", sid, name, job_id, handle.server.name,
+                                batch=batch, body=body)
         return handle
 
     def _put(
@@ -196,6 +198,53 @@ def _unknown_message(lost: _NoAnswer, submission_id: str | int | None, wait_s: f
         f"{lost.server} did not answer the put of {what} within {wait_s:g} s ({error}); it "
         f"may still run: do not submit it again, follow its record (state unknown) or events"
     )
+
+
+class _RecorderHealth:
+    """Writes to the records store without ever failing a submit: the job is in (or its
+    put's own error is raised) whatever the store does. An outage is logged once when it
+    starts and once when it ends, not once per job; records missed meanwhile are created
+    by the events consumer from the jobs' events."""
+
+    def __init__(self, recorder: SubmitRecorder | None) -> None:
+        self.recorder = recorder
+        self._down_since: float | None = None
+        self._missed = 0
+        self._lock = threading.Lock()
+        self.log = structlog.get_logger("bystroq.producer")
+
+    def write(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self.recorder is None:
+            return
+        try:
+            getattr(self.recorder, method)(*args, **kwargs)
+        except Exception as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = time.monotonic()
+            self._missed += 1
+        if first:
+            self.log.warning(
+                "records store unavailable: jobs are still put and their records will be "
+                "written by the events consumer; check the database",
+                store=getattr(self.recorder, "url", type(self.recorder).__name__),
+                error=str(exc) or type(exc).__name__)
+
+    def _succeeded(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            since, missed = self._down_since, self._missed
+            self._down_since, self._missed = None, 0
+        if since is not None:
+            self.log.info("records store available again", down_s=round(
+                time.monotonic() - since, 3), records_missed=missed)
 
 
 def _drop_if_closed(conn: Connection) -> None:

@@ -1,5 +1,5 @@
 """What a caller of submit is told, and what its records say, when things break under it:
-a put never answered, one server spelled two ways."""
+a put never answered, the records store gone, one server spelled two ways."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from typing import Any
 import greenstalk
 import msgspec
 import pytest
+import structlog
 
-from bystroq import Producer, Worker, WorkerOptions
+from bystroq import Producer, ServersUnavailable, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
-from bystroq.errors import SubmitOutcomeUnknown
+from bystroq.errors import StoreUnavailable, SubmitOutcomeUnknown
 from bystroq.records import Store, model, open_store
 from bystroq.records.model import Record, parse_event
 from bystroq.servers import Server
@@ -133,6 +134,61 @@ def test_a_later_answered_put_turns_an_unknown_record_queued() -> None:
     model.outcome_unknown(record, "s:1", sent_at=10.0, reason="no answer", now=15.0)
     model.queued(record, 9, "s:2", at=20.0)
     assert (record.state, record.run, record.reason) == ("queued", "s:2/9", None)
+
+
+# -- 6. the records store going away ------------------------------------------------------
+
+
+class Outage:
+    """A recorder whose database is away while `down` is set (StoreUnavailable, as the
+    store raises it); otherwise it passes every call to the real store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("records database is down")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_submit_succeeds_while_the_store_is_down_and_logs_the_outage_once(
+    config: LoadedConfig, tubes: Tubes, store: Store
+) -> None:
+    recorder = Outage(store)
+    with structlog.testing.capture_logs() as logs, Producer(config, recorder=recorder) as producer:
+        recorder.down = True
+        handles = [producer.submit("echo", EchoJob(submissionID=f"d{i}")) for i in range(5)]
+        recorder.down = False
+        producer.submit("echo", EchoJob(submissionID="after"))
+    assert [h.job_id for h in handles] == sorted({h.job_id for h in handles})
+    assert tubes.counts(config.category("echo").submission)["ready"] == 6  # every job is in
+    outage = [(e["log_level"], e["event"].split(":")[0], e.get("records_missed"))
+              for e in logs if "records store" in e["event"]]
+    assert outage == [("warning", "records store unavailable", None),
+                      ("info", "records store available again", 5)]
+    assert store.get("d0") is None and store.get("after") is not None
+    run_and_consume(config, store)  # the records missed are made from the jobs' events
+    assert {store.get(f"d{i}").state for i in range(5)} == {"completed"}  # type: ignore
+
+
+def test_a_failed_put_raises_its_own_error_while_the_store_is_down(
+    prefix: str, store: Store
+) -> None:
+    config = config_for([Beanstalkd().address], prefix=prefix)  # nobody listens
+    recorder = Outage(store)
+    recorder.down = True
+    with (
+        Producer(config, wait_s=0.2, recorder=recorder) as producer,
+        pytest.raises(ServersUnavailable),
+    ):
+        producer.submit("echo", EchoJob(submissionID="x"))
 
 
 # -- 7. one server, two spellings ---------------------------------------------------------
