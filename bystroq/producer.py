@@ -5,8 +5,9 @@ from __future__ import annotations
 import select
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import greenstalk
@@ -108,22 +109,25 @@ class Producer:
         submission_id = _submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
         sid = None if submission_id is None else str(submission_id)
+        recorder = self.recorder if sid is not None else None
         try:
             job_id, conn = self._put(conf.submission, body, priority, delay, ttr or conf.ttr)
         except _NoAnswer as lost:
             error = SubmitOutcomeUnknown(_unknown_message(lost, submission_id, self.wait_s))
-            if sid is not None:
-                self._records.write("record_submit_unknown", sid, name, lost.server.name,
-                                    str(error), lost.sent_at, batch=batch, body=body)
+            if recorder is not None and sid is not None:
+                self._records.write(partial(
+                    recorder.record_submit_unknown, sid, name, lost.server.name, str(error),
+                    lost.sent_at, batch=batch, body=body))
             raise error from lost.error
         except Exception as exc:
-            if sid is not None:
-                self._records.write("record_submit_failed", sid, name, f"submit failed: {exc}")
+            if recorder is not None and sid is not None:
+                self._records.write(partial(
+                    recorder.record_submit_failed, sid, name, f"submit failed: {exc}"))
             raise
         handle = Submitted(job_id, conn.server, conf.submission, submission_id)
-        if sid is not None:
-            self._records.write("record_queued", sid, name, job_id, handle.server.name,
-                                batch=batch, body=body)
+        if recorder is not None and sid is not None:
+            self._records.write(partial(recorder.record_queued, sid, name, job_id,
+                                        handle.server.name, batch=batch, body=body))
         return handle
 
     def _put(
@@ -148,11 +152,11 @@ class Producer:
                         _bound(conn, deadline - time.monotonic(), self.wait_s)
                         _check_size(conn, body)
                         conn.use_tube(tube)
+                        sent_at = time.time()
                         send(conn, [command])
                     except CONNECTION_ERRORS as exc:
                         conn.failed(exc)
                         continue
-                    sent_at = time.time()
                     try:
                         reply = read_reply(conn)
                     except CONNECTION_ERRORS as exc:
@@ -207,17 +211,16 @@ class _RecorderHealth:
     by the events consumer from the jobs' events."""
 
     def __init__(self, recorder: SubmitRecorder | None) -> None:
-        self.recorder = recorder
+        self.store = getattr(recorder, "url", type(recorder).__name__)  # for the log
         self._down_since: float | None = None
         self._missed = 0
         self._lock = threading.Lock()
         self.log = structlog.get_logger("bystroq.producer")
 
-    def write(self, method: str, *args: Any, **kwargs: Any) -> None:
-        if self.recorder is None:
-            return
+    def write(self, record: Callable[[], object]) -> None:
+        """Call `record` (one write to the store); whatever it raises is logged."""
         try:
-            getattr(self.recorder, method)(*args, **kwargs)
+            record()
         except Exception as exc:
             self._failed(exc)
         else:
@@ -233,7 +236,7 @@ class _RecorderHealth:
             self.log.warning(
                 "records store unavailable: jobs are still put and their records will be "
                 "written by the events consumer; check the database",
-                store=getattr(self.recorder, "url", type(self.recorder).__name__),
+                store=self.store,
                 error=str(exc) or type(exc).__name__)
 
     def _succeeded(self) -> None:
