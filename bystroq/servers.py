@@ -7,7 +7,9 @@ A server is named by the address its connection actually reached (`127.0.0.1:113
 `[::1]:11300`), not by how a config spells it: `localhost:11300` and `127.0.0.1:11300` are
 one server, so records written by a producer match events read by a consumer. The name
 stays the same across a server restart on the same address (beanstalkd's own `id` does
-not, while a binlog keeps its jobs and their ids).
+not, while a binlog keeps its jobs and their ids). Every process must therefore reach a
+server at the same IP: on the server's own machine, configure its network address rather
+than 127.0.0.1 if processes elsewhere use that.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def peer_of(sock: socket.socket) -> Server:
     IPv4-mapped IPv6 address as IPv4), so that every spelling of one server has one name."""
     host, port = sock.getpeername()[:2]
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        ip = ipaddress.ip_address(host)  # a link-local address keeps its %scope
     except ValueError:  # not an IP socket (e.g. a test's socket pair): keep what it says
         return Server(str(host), int(port))
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

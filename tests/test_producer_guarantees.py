@@ -4,6 +4,7 @@ a put never answered, the records store gone, one server spelled two ways."""
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from bystroq.consumer import Consumer
 from bystroq.errors import StoreUnavailable, SubmitOutcomeUnknown
 from bystroq.records import Store, model, open_store
 from bystroq.records.model import Record, parse_event
-from bystroq.servers import Server
+from bystroq.servers import Server, peer_of
 from bystroq.testing import Beanstalkd, config_for, wait_until
 from listeners.echo import EchoJob
 from tests.chaos.producer import PrivatePostgres, store_restart, unknown_put
@@ -233,6 +234,19 @@ def test_a_server_is_named_by_the_address_connected_to(server: Beanstalkd, prefi
 
 def test_ipv6_names_are_bracketed() -> None:
     assert Server("::1", 11300).name == "[::1]:11300"
+
+
+def test_an_ipv4_mapped_peer_is_named_as_ipv4(server: Beanstalkd) -> None:
+    try:
+        sock = socket.socket(socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 sockets here: {exc}")
+    with sock:
+        try:
+            sock.connect(("::ffff:127.0.0.1", server.port))
+        except OSError as exc:
+            pytest.skip(f"no IPv4-mapped IPv6 here: {exc}")
+        assert peer_of(sock).name == f"127.0.0.1:{server.port}"
 
 
 def test_submit_with_localhost_consume_with_the_ip(
