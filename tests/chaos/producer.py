@@ -25,7 +25,7 @@ import greenstalk
 from bystroq.errors import SubmitOutcomeUnknown
 from bystroq.producer import Producer
 from bystroq.records import Store, open_store
-from bystroq.testing import Beanstalkd, config_for, config_text, free_port
+from bystroq.testing import Beanstalkd, config_for, config_text, free_port, wait_until
 from tests.chaos.core import Report, Run, chaos_run
 
 # -- a relay that stops forwarding without closing anything ------------------------------
@@ -284,36 +284,54 @@ def unknown_put(jobs: int = 20, wait_s: float = 0.5) -> Report:
 
 
 def store_restart(jobs: int = 30) -> Report:
-    """A producer and a consumer on a PostgreSQL records store whose server stops mid-run
-    and comes back: no submit fails, every job runs once, and every record ends
-    completed; records of jobs put after the restart are written by the producer again
-    (its store reconnects) and those of the outage come from the jobs' events."""
+    """A producer and a consumer, each with its own PostgreSQL records store, while the
+    database stops mid-run and comes back: no submit fails, every job runs once, every
+    record ends completed; after the restart the producer writes records again (its store
+    reconnects), and those missed during the outage come from the jobs' events."""
     with chaos_run(1) as run, PrivatePostgres() as postgres:
         start = time.monotonic()
         postgres.start()
-        store = run.stack.enter_context(open_store(postgres.url))
+        producer_store = run.stack.enter_context(open_store(postgres.url))
+        consumer_store = run.stack.enter_context(open_store(postgres.url))
         ids = [f"p{i}" for i in range(jobs)]
         third = jobs // 3
         errors: list[str] = []
+        consumer_errors: list[str] = []
+        consumer = threading.Thread(target=_settle,
+                                    args=(consumer_store, run, ids, 25, consumer_errors))
         run.worker()
-        with Producer(run.config, recorder=store) as producer:
+        consumer.start()
+        with Producer(run.config, recorder=producer_store) as producer:
             submit = _submitter(producer, errors)
             for submission_id in ids[:third]:
                 submit(submission_id)
             postgres.stop()
             for submission_id in ids[third:2 * third]:
                 submit(submission_id)
+            with contextlib.suppress(TimeoutError):  # their events pile up meanwhile
+                wait_until(lambda: _unfinished(run) == 0, timeout_s=10)
             postgres.start()
             for submission_id in ids[2 * third:]:
                 submit(submission_id)
-        consumer_errors: list[str] = []
-        _settle(store, run, ids, 20, consumer_errors)
+        consumer.join()
         report = _judge("records PostgreSQL stops and returns", postgres.url, ids, start,
                         put_after=ids[2 * third:])
         report.notes.append(f"submit errors={len(errors)}, consumer store errors="
                             f"{len(consumer_errors)}")
         report.lost = max(report.lost, len(errors))
         return report
+
+
+def _unfinished(run: Run) -> int:
+    """Jobs ready or running on the run's first server."""
+    tube = run.config.category("echo").submission
+    server = run.servers[0]
+    with greenstalk.Client((server.host, server.port), encoding=None) as client:
+        try:
+            stats = client.stats_tube(tube)
+        except greenstalk.NotFoundError:
+            return 0
+    return int(stats["current-jobs-ready"]) + int(stats["current-jobs-reserved"])
 
 
 def _submitter(producer: Producer, errors: list[str]) -> Callable[[str], None]:
