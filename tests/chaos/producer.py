@@ -77,9 +77,9 @@ class Relay:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.port = free_port()
         self.links: list[Link] = []
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
 
@@ -88,11 +88,17 @@ class Relay:
         return f"127.0.0.1:{self.port}"
 
     def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
+        while True:
+            try:
                 client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
                 upstream = socket.create_connection(self.target)
-                self.links.append(Link(client, upstream))
+            except OSError:
+                client.close()  # the target is down: so is the relayed address
+                continue
+            self.links.append(Link(client, upstream))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
