@@ -7,6 +7,7 @@ can be stopped and started) are used by tests/test_producer_guarantees.py as wel
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -317,6 +318,8 @@ def store_restart(jobs: int = 30) -> Report:
             with contextlib.suppress(TimeoutError):  # their events pile up meanwhile
                 wait_until(lambda: _unfinished(run) == 0, timeout_s=10)
             postgres.start()
+            with contextlib.suppress(TimeoutError):  # the store reconnects after a backoff
+                wait_until(functools.partial(_answers, producer_store), timeout_s=15)
             for submission_id in ids[2 * third:]:
                 submit(submission_id)
         consumer.join()
@@ -326,6 +329,15 @@ def store_restart(jobs: int = 30) -> Report:
                             f"{len(consumer_errors)}")
         report.lost = max(report.lost, len(errors))
         return report
+
+
+def _answers(store: Store) -> bool:
+    """Whether the store can be read (a store that is down raises)."""
+    try:
+        store.count_by_state()
+    except Exception:
+        return False
+    return True
 
 
 def _unfinished(run: Run) -> int:
