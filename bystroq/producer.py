@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import greenstalk
 import msgspec
+import structlog
 
 from bystroq.config import LoadedConfig
-from bystroq.errors import JobTooBig
+from bystroq.errors import JobTooBig, SubmitOutcomeUnknown
 from bystroq.messages import encode, record_key
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
     Server,
     connections,
+    expect,
+    put_command,
+    read_reply,
+    send,
     servers_of,
     wait_for_any,
 )
@@ -47,13 +54,20 @@ class SubmitRecorder(Protocol):
 
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Any: ...
 
+    def record_submit_unknown(
+        self, submission_id: str, category: str, server: str, reason: str, sent_at: float,
+        batch: str | None = None, body: bytes | None = None,
+    ) -> Any: ...
+
 
 class Producer:
     """Submits jobs; thread-safe; one connection per server, used round robin.
 
-    A server that fails is skipped (and retried after a backoff) while others take the
-    jobs; only when every server is down for `wait_s` does `submit` raise
-    ServersUnavailable.
+    A server that fails before a put reaches it is skipped (and retried after a backoff)
+    while others take the jobs; only when every server is down for `wait_s` does `submit`
+    raise ServersUnavailable (nothing was put). A put that was sent but not answered within
+    `wait_s` raises SubmitOutcomeUnknown: the job may be on that server, so it is never put
+    again elsewhere. The records store failing never fails a put that succeeded.
     """
 
     def __init__(
@@ -71,6 +85,7 @@ class Producer:
             conn.limit(wait_s)  # a server that stops answering costs one wait, not 30 s
         self._next = 0
         self._lock = threading.Lock()
+        self._records = _RecorderHealth(recorder)
 
     def submit(
         self,
@@ -82,32 +97,47 @@ class Producer:
         ttr: int | None = None,
         batch: str | None = None,
     ) -> Submitted:
-        """Put one job on `category`'s submission tube; return where it went."""
+        """Put one job on `category`'s submission tube; return where it went.
+
+        Raises ServersUnavailable or JobTooBig when the job was not put (submitting it
+        again is safe), SubmitOutcomeUnknown when it may have been (do not submit it again;
+        its record, state `unknown`, follows the job's events if it arrives).
+        """
         conf = self.config.category(category)
         body = job if isinstance(job, bytes) else encode(job)
         record = self.recorder is not None
         submission_id = _submission_id(job) if record or not isinstance(job, bytes) else None
+        name = self.config.category_name(category)
+        sid = None if submission_id is None else record_key(submission_id)
+        recorder = self.recorder if sid is not None else None
         try:
-            put = self._put(conf.submission, body, priority, delay, ttr or conf.ttr)
+            job_id, conn = self._put(conf.submission, body, priority, delay, ttr or conf.ttr)
+        except _NoAnswer as lost:
+            error = SubmitOutcomeUnknown(_unknown_message(lost, submission_id, self.wait_s))
+            if recorder is not None and sid is not None:
+                self._records.write(partial(
+                    recorder.record_submit_unknown, sid, name, lost.server.name, str(error),
+                    lost.sent_at, batch=batch, body=body))
+            raise error from lost.error
         except Exception as exc:
-            if self.recorder is not None and submission_id is not None:
-                self.recorder.record_submit_failed(
-                    record_key(submission_id), self.config.category_name(category),
-                    f"submit failed: {exc}",
-                )
+            if recorder is not None and sid is not None:
+                self._records.write(partial(
+                    recorder.record_submit_failed, sid, name, f"submit failed: {exc}"))
             raise
-        handle = Submitted(put[0], put[1].server, conf.submission, submission_id)
-        if self.recorder is not None and submission_id is not None:
-            self.recorder.record_queued(
-                record_key(submission_id), self.config.category_name(category), handle.job_id,
-                handle.server.name, batch=batch, body=body,
-            )
+        handle = Submitted(job_id, conn.server, conf.submission, submission_id)
+        if recorder is not None and sid is not None:
+            self._records.write(partial(recorder.record_queued, sid, name, job_id,
+                                        handle.server.name, batch=batch, body=body))
         return handle
 
     def _put(
         self, tube: str, body: bytes, priority: int, delay: int, ttr: int
     ) -> tuple[int, Connection]:
+        """Put on the first server that takes the job. A failure before the whole put is
+        handed to the socket means it was not put (try the next server); after that, only
+        the server's answer tells, and no answer raises _NoAnswer."""
         deadline = time.monotonic() + self.wait_s
+        command = put_command(body, priority, delay, ttr)
         while True:
             with self._lock:
                 start = self._next
@@ -118,16 +148,27 @@ class Producer:
                     continue
                 with conn.lock:
                     try:
+                        _drop_if_closed(conn)
                         _bound(conn, deadline - time.monotonic(), self.wait_s)
                         _check_size(conn, body)
-                        job_id = conn.use_tube(tube).put(body, priority, delay, ttr)
-                        return job_id, conn
+                        conn.use_tube(tube)
+                        sent_at = time.time()
+                        send(conn, [command])
+                    except CONNECTION_ERRORS as exc:
+                        conn.failed(exc)
+                        continue
+                    try:
+                        reply = read_reply(conn)
+                    except CONNECTION_ERRORS as exc:
+                        conn.failed(exc)
+                        raise _NoAnswer(conn.server, sent_at, exc) from exc
+                    try:
+                        expect(reply, b"INSERTED")
+                        return int(reply[1][0]), conn
                     except greenstalk.JobTooBigError:
                         raise JobTooBig(_too_big(conn, body)) from None
                     except (greenstalk.DrainingError, greenstalk.OutOfMemoryError) as exc:
-                        conn.failed(exc)
-                    except CONNECTION_ERRORS as exc:
-                        conn.failed(exc)
+                        conn.failed(exc)  # the server refused it: nothing was put
             wait_for_any(self._conns, deadline)
 
     @property
@@ -144,6 +185,82 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NoAnswer(Exception):
+    """A put was sent to `server` at `sent_at` (wall clock) and never answered."""
+
+    def __init__(self, server: Server, sent_at: float, error: BaseException) -> None:
+        super().__init__(f"{server}: {error}")
+        self.server, self.sent_at, self.error = server, sent_at, error
+
+
+def _unknown_message(lost: _NoAnswer, submission_id: str | int | None, wait_s: float) -> str:
+    what = "the job" if submission_id is None else f"submission {submission_id!r}"
+    error = str(lost.error) or type(lost.error).__name__
+    return (
+        f"{lost.server} did not answer the put of {what} within {wait_s:g} s ({error}); it "
+        f"may still run: do not submit it again, follow its record (state unknown) or events"
+    )
+
+
+class _RecorderHealth:
+    """Writes to the records store without ever failing a submit: the job is in (or its
+    put's own error is raised) whatever the store does. An outage is logged once when it
+    starts and once when it ends, not once per job; records missed meanwhile are created
+    by the events consumer from the jobs' events."""
+
+    def __init__(self, recorder: SubmitRecorder | None) -> None:
+        self.store = getattr(recorder, "url", type(recorder).__name__)  # for the log
+        self._down_since: float | None = None
+        self._missed = 0
+        self._lock = threading.Lock()
+        self.log = structlog.get_logger("bystroq.producer")
+
+    def write(self, record: Callable[[], object]) -> None:
+        """Call `record` (one write to the store); whatever it raises is logged."""
+        try:
+            record()
+        except Exception as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = time.monotonic()
+            self._missed += 1
+        if first:
+            self.log.warning(
+                "records store unavailable: jobs are still put and their records will be "
+                "written by the events consumer; check the database",
+                store=self.store,
+                error=str(exc) or type(exc).__name__)
+
+    def _succeeded(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            since, missed = self._down_since, self._missed
+            self._down_since, self._missed = None, 0
+        if since is not None:
+            self.log.info("records store available again", down_s=round(
+                time.monotonic() - since, 3), records_missed=missed)
+
+
+def _drop_if_closed(conn: Connection) -> None:
+    """Close a connection the server closed since its last command (it restarted or went
+    away), so the put goes over a fresh one: a put sent on a dead connection would get
+    no answer, and its outcome would look unknown when it is known (not put)."""
+    client = conn._client
+    if client is None:
+        return
+    poller = select.poll()
+    poller.register(client._sock, select.POLLIN)
+    if poller.poll(0):  # readable while no reply is owed: end of stream, reset or stray bytes
+        conn.close()
 
 
 def _bound(conn: Connection, remaining_s: float, wait_s: float) -> None:

@@ -2,11 +2,20 @@
 
 A reserved job belongs to the connection that reserved it: delete, touch, release and
 bury must go over that connection, so a `Reserved` job carries its `Connection`.
+
+A server is named by the address its connection actually reached (`127.0.0.1:11300`,
+`[::1]:11300`), not by how a config spells it: `localhost:11300` and `127.0.0.1:11300` are
+one server, so records written by a producer match events read by a consumer. The name
+stays the same across a server restart on the same address (beanstalkd's own `id` does
+not, while a binlog keeps its jobs and their ids). Every process must therefore reach a
+server at the same IP: on the server's own machine, configure its network address rather
+than 127.0.0.1 if processes elsewhere use that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import socket
 import threading
@@ -36,10 +45,23 @@ class Server:
 
     @property
     def name(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
         return self.name
+
+
+def peer_of(sock: socket.socket) -> Server:
+    """The server a connected socket reached, by its IP address in canonical form (an
+    IPv4-mapped IPv6 address as IPv4), so that every spelling of one server has one name."""
+    host, port = sock.getpeername()[:2]
+    try:
+        ip = ipaddress.ip_address(host)  # a link-local address keeps its %scope
+    except ValueError:  # not an IP socket (e.g. a test's socket pair): keep what it says
+        return Server(str(host), int(port))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return Server(str(ip), int(port))
 
 
 def servers_of(addresses: Iterable[tuple[str, int]]) -> list[Server]:
@@ -98,9 +120,11 @@ class Connection:
 
     Connects lazily; after a failure, refuses to reconnect until its backoff delay has
     passed (raising ServerDown), and logs the change of state once, not once per retry.
+    `address` is the server as configured (what is connected to); `server`, the server's
+    identity (see the module docstring), is known from the first connection on.
     """
 
-    server: Server
+    address: Server
     use: str = "default"
     watch: Sequence[str] = ()
     io_timeout_s: float = IO_TIMEOUT_S
@@ -117,6 +141,13 @@ class Connection:
     # Counts connections made: a job reserved under an older generation is no longer held
     # (the server released it when that connection closed).
     generation: int = 0
+    _identity: Server | None = None
+
+    @property
+    def server(self) -> Server:
+        """The server's name-giving identity: the address the last connection reached (the
+        configured address until one did)."""
+        return self._identity or self.address
 
     @property
     def client(self) -> greenstalk.Client[bytes]:
@@ -149,10 +180,10 @@ class Connection:
 
     def _connect(self) -> None:
         if time.monotonic() < self._retry_at:
-            raise ServerDown(f"{self.server} is down; retrying in backoff")
+            raise ServerDown(f"{self.address} is down; retrying in backoff")
         try:
             sock = socket.create_connection(
-                (self.server.host, self.server.port),
+                (self.address.host, self.address.port),
                 timeout=min(CONNECT_TIMEOUT_S, self._limit_s or CONNECT_TIMEOUT_S),
             )
         except OSError as exc:
@@ -162,6 +193,7 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         try:
+            identity = peer_of(sock)
             watch = list(self.watch) or "default"
             self._client = greenstalk.Client(sock, encoding=None, use=self.use, watch=watch)
         except CONNECTION_ERRORS as exc:
@@ -169,8 +201,9 @@ class Connection:
             self.failed(exc)
             raise
         self._using = self.use
+        self._identity = identity
         self.generation += 1
-        self.health.up(self.server)
+        self.health.up(self.address)
         self._down_since = None
         self.backoff.reset()
 
@@ -188,7 +221,7 @@ class Connection:
         self._retry_at = time.monotonic() + self.backoff.next_delay()
         if self._down_since is None:
             self._down_since = time.monotonic()
-            self.health.down(self.server, exc)
+            self.health.down(self.address, exc)
 
     def use_tube(self, tube: str) -> greenstalk.Client[bytes]:
         """The client, using `tube` for puts (one `use` command only when it changes)."""
@@ -255,7 +288,7 @@ def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:
     """Sleep until one connection's backoff ends, or until `deadline`; raise if past it."""
     now = time.monotonic()
     if now >= deadline:
-        names = ", ".join(c.server.name for c in conns)
+        names = ", ".join(c.address.name for c in conns)
         raise ServersUnavailable(
             f"no beanstalkd server answered ({names}); start one (e.g. `beanstalkd -l 127.0.0.1"
             f" -p 11300`) or fix beanstalkd.addresses in the config"

@@ -7,7 +7,9 @@ Events may arrive twice, late or out of order:
   the job again), is logged but changes nothing;
 - within one attempt, nothing after the attempt's terminal event changes the record,
   and an event older (by `seq`) than the last applied one changes nothing;
-- an event for an unknown submission creates its record.
+- an event for an unknown submission creates its record;
+- a record whose last put was never answered (state `unknown`, no queueID) adopts the
+  first run whose events arrive, as a queued record without a queueID does.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ import msgspec
 from bystroq.errors import DecodeError
 from bystroq.messages import record_key
 
-State = Literal["queued", "started", "retrying", "completed", "failed", "cancelled"]
-STATES: tuple[str, ...] = ("queued", "started", "retrying", "completed", "failed", "cancelled")
+# `unknown`: a put was sent but never answered; the job may be on its server or not. Like
+# `queued` it is not final: the job's events, if it arrives, move the record on.
+State = Literal["queued", "unknown", "started", "retrying", "completed", "failed", "cancelled"]
+STATES: tuple[str, ...] = (
+    "queued", "unknown", "started", "retrying", "completed", "failed", "cancelled")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+# Waiting for a job to start: no event of the current run has been applied yet.
+WAITING_STATES = frozenset({"queued", "unknown"})
 # Events that end an attempt: nothing of the same attempt applies after them.
 ENDS_ATTEMPT = frozenset({"completed", "failed", "cancelled", "retrying"})
 EVENTS = frozenset({"started", "progress", "completed", "failed", "retrying", "cancelled"})
@@ -226,7 +233,9 @@ def _started(record: Record, event: IncomingEvent) -> None:
 
 
 def _progress(record: Record, event: IncomingEvent) -> None:
-    if record.state in ("queued", "retrying"):
+    if record.state in WAITING_STATES or record.state == "retrying":
+        if record.state == "unknown":
+            record.reason = None  # the put's outcome is known now: the job runs
         record.state = "started"
     data = event.body.get("data")
     if isinstance(data, dict):
@@ -275,12 +284,37 @@ def queued(record: Record, queue_id: int, server: str, at: float) -> None:
         if record.run is not None:  # the submission is put again as another job
             record.prior_runs = [*record.prior_runs, record.run]
             start_new_run(record, at)
-        elif record.state in FINAL_STATES and record.attempts == record.run_base:
-            start_new_run(record, at)  # an earlier put failed; no attempt ran
+        elif (record.state in FINAL_STATES and record.attempts == record.run_base) or (
+                record.state == "unknown"):
+            start_new_run(record, at)  # an earlier put failed (no attempt ran), or was unanswered
         # Otherwise the job's events (without a queueID) came first: this is their run.
         record.queue_id, record.server = queue_id, server
     record.submitted_at = record.submitted_at or at
     record.updated_at = record.updated_at or at
+
+
+def outcome_unknown(record: Record, server: str, sent_at: float, reason: str, now: float,
+                    ) -> bool:
+    """A put to `server`, sent at `sent_at`, was never answered: the record waits, as
+    `unknown`, for the job's events (the next run seen from `server` is adopted by
+    `apply`). False when that put's own events came first: they already tell the outcome.
+    Those are told from an earlier run's by time (events applied after `sent_at`), so the
+    clocks of producers and consumers must agree to well within the time a job takes.
+    """
+    if record.run is not None and record.server == server and (
+        record.updated_at or 0.0) >= sent_at:
+        return False  # e.g. started or completed by the job this put sent
+    if record.run is None and record.state not in FINAL_STATES | WAITING_STATES:
+        return False  # moved by events that carry no queueID, after the put was sent
+    if record.run is not None:  # the submission was put before: that run is over for it
+        record.prior_runs = [*record.prior_runs, record.run]
+    if record.run is not None or record.state in FINAL_STATES:
+        start_new_run(record, now)
+    record.state, record.reason = "unknown", reason
+    record.server, record.queue_id = server, None
+    record.submitted_at = record.submitted_at or sent_at
+    record.updated_at = now
+    return True
 
 
 def resubmitting(record: Record, at: float) -> None:

@@ -436,6 +436,23 @@ class SQLStore:
             return record
 
     @retry_conflicts
+    def record_submit_unknown(
+        self, submission_id: str, category: str, server: str, reason: str, sent_at: float,
+        batch: str | None = None, body: bytes | None = None,
+    ) -> Record:
+        """A put to `server` got no answer: the record waits as `unknown` for the job's
+        events (see model.outcome_unknown); created if it did not exist."""
+        with self.transaction() as cur:
+            record = self._load_ids(cur, [submission_id]).get(submission_id)
+            if record is None:
+                record = Record(submission_id=submission_id, category=category)
+            if model.outcome_unknown(record, server, sent_at, reason, time.time()):
+                record.batch = batch or record.batch
+                record.body = body.decode() if body is not None else record.body
+                self._save(cur, [record])
+            return record
+
+    @retry_conflicts
     def resubmitting(self, submission_id: str) -> Record:
         """Mark a record as about to be put again (see model.resubmitting)."""
         with self.transaction() as cur:

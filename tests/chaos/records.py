@@ -1,5 +1,6 @@
 """Chaos for the records: consumers and recording producers on one store under load, the
-store restarted or out of disk, poison events. Every record must end as its events say.
+store out of disk, poison events (PostgreSQL restarted: tests/chaos/producer.py). Every
+record must end as its events say.
 
 Here the consumers (real `bystroq consume` processes) take the events, so a scenario judges
 by the records: a record is wrong when it is missing or not `completed` although its job
@@ -26,7 +27,6 @@ from bystroq.records import open_store
 from bystroq.testing import config_for, config_text
 from tests.chaos.core import Report, Run, chaos_run
 from tests.conftest import POSTGRES_URL
-from tests.pgcluster import PrivatePostgres
 
 
 def _consumer(run: Run, records: str) -> subprocess.Popen[bytes]:
@@ -132,33 +132,6 @@ def two_consumers_postgres(jobs: int = 2000) -> Report:
         wrong = _settle(records, ids, 90)
         return _report("2 consumers + 8 recording producers on PostgreSQL", ids, wrong,
                        started, errors, consumers)
-
-
-def postgres_restarted(jobs: int = 600) -> Report:
-    """A private PostgreSQL cluster is restarted under a consumer and a recording producer:
-    both carry on once it is back; no record is lost or wrong."""
-    cluster = PrivatePostgres().start()
-    try:
-        with chaos_run(1) as run:
-            started = time.monotonic()
-            records = cluster.url
-            open_store(records).close()
-            consumers = [_consumer(run, records)]
-            run.worker("--concurrency", "2")
-            ids = [f"r{n}" for n in range(jobs)]
-            errors: list[str] = []
-            threads = _produce(run, records, ids, 2, errors, pause_s=0.005)
-            _wait(lambda: len(_done(records, ids)) >= jobs // 4, 60)
-            cluster.stop()
-            time.sleep(1.0)  # an outage of a second or more, while jobs keep running
-            cluster.start()
-            for thread in threads:
-                thread.join()
-            wrong = _settle(records, ids, 90)
-            return _report("PostgreSQL restarted under a consumer and a recording producer",
-                           ids, wrong, started, errors, consumers)
-    finally:
-        cluster.remove()
 
 
 def _done(records: str, ids: Sequence[str]) -> list[str]:
@@ -301,7 +274,6 @@ def _buried(run: Run, tube: str) -> int:
 
 SCENARIOS: dict[str, Callable[[], Report]] = {
     "two_consumers_postgres": two_consumers_postgres,
-    "postgres_restarted": postgres_restarted,
     "sqlite_disk_full": sqlite_disk_full,
     "poison_events": poison_events,
 }
