@@ -44,8 +44,10 @@ def test_sigkill_the_server_with_binlog() -> None:
 
 def test_one_of_three_servers_goes_away() -> None:
     report = server_away(jobs=600)
-    assert report.notes == ["submit errors=0"]
-    assert report.lost == 0 and report.completed == 600
+    assert report.notes[0] == "submit errors=0"
+    # A put cut off by the kill is reported as unknown, never put again: at most one.
+    assert report.submitted >= 599
+    assert report.lost == 0 and report.completed == report.submitted
 
 
 def test_poison_job_is_buried_and_the_rest_complete() -> None:
