@@ -28,6 +28,7 @@ from bystroq.errors import BystroqError
 from bystroq.producer import DEFAULT_PRIORITY, Producer
 from bystroq.records import Batch, Record, Store
 from bystroq.records.batchstore import DuplicateItem, ErrorPolicy
+from bystroq.records.model import ACTIVE_STATES
 from bystroq.worker.listener import load_listener
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def cancel_batch(store: Store, batch_id: str, reason: str = "batch cancelled") -
 
 
 def cancel_active(store: Store, batch_id: str, reason: str,
-                  states: Sequence[str] = ("queued", "started", "retrying")) -> str:
+                  states: Sequence[str] = ACTIVE_STATES) -> str:
     """Cancel the batch's records in `states`; says how many were deleted or asked to stop."""
     deleted = requested = 0
     for record in store.batch_records(batch_id, states):

@@ -19,6 +19,7 @@ from bystroq import log
 from bystroq.errors import BystroqError, DecodeError, ListenerError
 from bystroq.messages import JobDecoder
 from bystroq.producer import Producer
+from bystroq.records.model import STATES
 
 
 @dataclass
@@ -360,8 +361,7 @@ def format_record(record: Any) -> str:
 @main.command(name="list")
 @click.option("--tube", "category", help="Only this category.")
 @click.option("--state", "state_name",
-              type=click.Choice(["queued", "started", "retrying", "completed", "failed",
-                                 "cancelled"]))
+              type=click.Choice(STATES))
 @click.option("--batch", help="Only this batch.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -545,7 +545,7 @@ def batch_status_cmd(state: State, batch_id: str, as_json: bool,
                f"error policy {b.error_policy})")
     click.echo(f"state:      {b.state}" + (f" ({b.reason})" if b.reason else ""))
     click.echo(f"done:       {status.done}/{b.total} ({status.percent:.1f}%)")
-    order = ("pending", "queued", "started", "retrying", "completed", "failed", "cancelled")
+    order = ("pending", *STATES)
     click.echo("counts:     " + ", ".join(f"{name} {status.counts.get(name, 0)}"
                                          for name in order))
     rate = f"{status.rate_per_s:.1f} jobs/s" if status.rate_per_s else "-"

@@ -22,12 +22,11 @@ import msgspec
 
 from bystroq.errors import BystroqError
 from bystroq.records import model
-from bystroq.records.model import Record
+from bystroq.records.model import ACTIVE_STATES, Record
 from bystroq.records.sql import SQLStore, retry_conflicts
 
 BatchState = Literal["running", "completed", "failed", "cancelled"]
 ErrorPolicy = Literal["continue", "stop"]
-ACTIVE_STATES = ("queued", "started", "retrying")
 
 _COLUMNS = ("batch_id", "category", "total", "fed", "concurrency", "error_policy", "priority",
             "state", "reason", "created_at", "finished_at", "watermarks")

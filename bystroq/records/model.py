@@ -32,6 +32,8 @@ STATES: tuple[str, ...] = (
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 # Waiting for a job to start: no event of the current run has been applied yet.
 WAITING_STATES = frozenset({"queued", "unknown"})
+# Not final: put (or maybe put) and not finished, in the order a job moves through them.
+ACTIVE_STATES: tuple[str, ...] = ("queued", "unknown", "started", "retrying")
 # Events that end an attempt: nothing of the same attempt applies after them.
 ENDS_ATTEMPT = frozenset({"completed", "failed", "cancelled", "retrying"})
 EVENTS = frozenset({"started", "progress", "completed", "failed", "retrying", "cancelled"})
