@@ -99,6 +99,20 @@ def test_poison_job_is_buried_after_max_attempts(
         assert client.stats_job(handle.job_id)["state"] == "buried"
 
 
+def test_the_cap_comes_before_decoding(server: Beanstalkd, prefix: str, tubes: Tubes) -> None:
+    """A body that killed the workers that decoded it is capped without decoding it again."""
+    config = config_for([server.address], prefix=prefix, extra="max_attempts: 1")
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "p", "sleep_s": "no"}')
+    with tubes.client(watch=config.category("echo").submission) as client:
+        assert client.reserve(1).id == handle.job_id  # a worker took it and died
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.GAVE_UP
+    (event,) = tubes.events(config.category("echo").events)
+    assert event["event"] == "failed" and event["gaveUp"] is True
+    assert event["submissionID"] == "p" and event["queueID"] == handle.job_id
+
+
 @pytest.mark.parametrize("isolation", ["inline", "process"])
 def test_timeout_stops_the_handler(
     server: Beanstalkd, prefix: str, tubes: Tubes, isolation: str

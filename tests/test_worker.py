@@ -8,6 +8,7 @@ from typing import Any
 
 import greenstalk
 import pytest
+from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from bystroq import (
@@ -20,14 +21,18 @@ from bystroq import (
     WorkerOptions,
     listen,
 )
+from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.errors import ListenerError
 from bystroq.progress import ProgressPublisher
-from bystroq.testing import Beanstalkd, config_for, wait_until
+from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Listener, load_listener
 from listeners.annotation import AnnotationJobData
 from listeners.echo import EchoJob
 from tests.conftest import Tubes
+
+# 2 KB of nested arrays in a field: decoding raises RecursionError unless it is caught.
+DEEP = b'{"submissionID": 1, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
 
 
 def events_tube(config: LoadedConfig, category: str = "echo") -> str:
@@ -59,6 +64,7 @@ def test_happy_path_events_in_order_and_job_gone(config: LoadedConfig, tubes: Tu
     (b'{"submissionID": 1, "message": ', "body is not valid JSON"),
     (b'{"submissionID": 1, "sleep_s": "long"}', "field `sleep_s`: Expected `float`"),
     (b'{"message": "no id"}', "missing required field `submissionID`"),
+    (DEEP, "nested too deeply"),
 ])
 def test_invalid_job_is_buried_with_queue_id_and_worker_goes_on(
     config: LoadedConfig, tubes: Tubes, body: bytes, reason: str
@@ -76,6 +82,34 @@ def test_invalid_job_is_buried_with_queue_id_and_worker_goes_on(
     assert [e["event"] for e in events[1:]] == ["started", "completed"]
     with tubes.client(use=config.category("echo").submission) as client:
         assert client.peek_buried().id == bad.job_id
+
+
+def test_deeply_nested_body_does_not_stop_the_worker(config: LoadedConfig, tubes: Tubes) -> None:
+    """The running loop (not only `step`): the slot buries the job and takes the next."""
+    with Producer(config) as producer:
+        bad = producer.submit("echo", DEEP)
+        producer.submit("echo", EchoJob(submissionID="after"))
+    with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+        assert worker.run() == 0
+        assert worker.counts[Outcome.INVALID] == 1 and worker.counts[Outcome.COMPLETED] == 1
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["failed", "started", "completed"]
+    assert events[0]["queueID"] == bad.job_id
+    assert "nested too deeply" in str(events[0]["reason"])
+    with tubes.client() as client:
+        assert client.stats_job(bad.job_id)["state"] == "buried"
+
+
+def test_submit_json_too_deep_is_a_one_line_error(server: Beanstalkd, prefix: str,
+                                                   tmp_path: Path, tubes: Tubes) -> None:
+    config_file = tmp_path / "beanstalk.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix))
+    result = CliRunner().invoke(main, ["--config", str(config_file), "submit", "--tube", "echo",
+                                       "--no-records", "--json", DEEP.decode()])
+    assert result.exit_code != 0 and not isinstance(result.exception, RecursionError)
+    assert result.stderr.count("\n") == 1 and "nested too deeply" in result.stderr
+    assert "nothing was submitted" in result.stderr
+    assert tubes.counts(f"{prefix}echo")["ready"] == 0
 
 
 @pytest.mark.parametrize(("job", "reason"), [

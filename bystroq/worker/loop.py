@@ -37,11 +37,13 @@ from bystroq.errors import (
 from bystroq.messages import (
     CancelledJobMessage,
     FailedJobMessage,
+    InvalidJobMessage,
     JobDecoder,
     ProgressMessage,
     RetryingJobMessage,
     encode,
     stamp,
+    submission_id_of,
 )
 from bystroq.progress import ProgressPublisher
 from bystroq.servers import (
@@ -495,6 +497,9 @@ class Slot:
             return Outcome.LOST
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
+        # The cap comes before decoding: a body whose decoding kills the worker is capped too.
+        if attempt > worker.policy.reserve_cap:
+            return self._give_up(job, attempt, fields)
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
@@ -504,14 +509,6 @@ class Slot:
             self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.INVALID
         log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
-        if attempt > worker.policy.reserve_cap:
-            reason = (f"gave up after {attempt - 1} attempts (max_attempts "
-                      f"{worker.policy.reserve_cap}); buried for inspection")
-            log.error("poison job buried", reason=reason)
-            message = FailedJobMessage(submissionID=data.submissionID, reason=reason,
-                                       gaveUp=True)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
-            return Outcome.GAVE_UP
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -562,6 +559,21 @@ class Slot:
             self._deferred = Deferred(job, execution.completed, log, reserved_at)
             return Outcome.COMPLETED
         return self._failed(job, data, execution, error, fields, log, attempt)
+
+    def _give_up(self, job: Reserved, attempt: int, fields: dict[str, Any]) -> Outcome:
+        """Past max_attempts: a failed event (gaveUp) and a bury, without decoding the body
+        as a job (that may be what killed the workers before)."""
+        cap = self.worker.policy.reserve_cap
+        reason = f"gave up after {attempt - 1} attempts (max_attempts {cap}); buried for inspection"
+        submission_id = submission_id_of(job.body)
+        log = self.worker.log.bind(queueID=job.id, submissionID=submission_id, attempt=attempt)
+        log.error("poison job buried", reason=reason)
+        message: Any = (
+            InvalidJobMessage(queueID=job.id, reason=reason) if submission_id is None
+            else FailedJobMessage(submissionID=submission_id, reason=reason, gaveUp=True)
+        )
+        self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+        return Outcome.GAVE_UP
 
     def _failed(
         self, job: Reserved, data: Any, execution: Execution, error: BaseException | None,
