@@ -198,6 +198,42 @@ def test_lost_lease_reports_nothing(config: LoadedConfig, tubes: Tubes) -> None:
     assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
 
 
+def test_paused_after_the_reserve_past_the_ttr_reports_nothing(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """A pause (GC, SIGSTOP) between the reserve and processing, longer than the TTR: the
+    lease's age counts from the reserve, so the worker finds the job gone and is silent."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="paused"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None and job.id == handle.job_id
+        assert rival.reserve(10).id == handle.job_id  # the TTR ran out meanwhile
+        assert slot.process(job) is Outcome.LOST
+        assert slot.flush() is None
+        assert tubes.events(events_tube(config)) == []
+
+
+def test_paused_before_the_completed_event_past_the_ttr_reports_nothing_more(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """The completed event waits for the slot's next command; a pause before it, longer
+    than the TTR, and the job is someone else's: the event is not put."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="paused"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None
+        assert slot.process(job) is Outcome.COMPLETED  # its event goes with the next command
+        assert rival.reserve(10).id == handle.job_id
+        assert slot.flush() is Outcome.LOST
+        assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
 def test_two_servers_all_jobs_processed(
     two_configs: LoadedConfig, server: Beanstalkd, second_server: Beanstalkd
 ) -> None:

@@ -36,8 +36,15 @@ class Lease:
 
     def fresh(self) -> bool:
         """True while the server certainly still holds the job for us: the reserving
-        connection is still open and less than half the TTR passed since the last touch."""
+        connection is still open and less than half the TTR passed since the last touch
+        (or, before the first, since the reserve command was written)."""
         return self.job.held and time.monotonic() - self.touched_at < self.ttr / 2
+
+    def confirm(self) -> bool:
+        """True if the job is ours now: fresh, or a touch just said so. Called under the
+        connection's lock right before every event is written, so a worker that was paused
+        past the TTR (GC, VM steal, SIGSTOP) never reports a job another worker holds."""
+        return self.fresh() or self.touch(final=True)
 
     def touch(self, final: bool = False) -> bool:
         """Refresh the TTR; False (and the lease stopped) when the job is no longer ours.

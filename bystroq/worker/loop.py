@@ -95,14 +95,25 @@ class Outcome(str, enum.Enum):
     LOST = "lost"  # the reservation was lost; nothing reported
 
 
+@dataclass
+class Taken(Reserved):
+    """A job a slot reserved, and when it asked for it: a lease's age counts from before
+    the reserve command was written (the server's TTR clock starts later, never earlier)."""
+
+    asked_at: float = 0.0
+
+
 @dataclass(frozen=True)
 class Deferred:
     """A completed job whose event is still to be put (with the slot's next command)."""
 
-    job: Reserved
+    lease: Lease
     body: bytes
     log: Any
-    since: float
+
+    @property
+    def job(self) -> Reserved:
+        return self.lease.job
 
 
 @dataclass(frozen=True)
@@ -356,7 +367,7 @@ class Slot:
 
     # -- reserving ---------------------------------------------------------------------
 
-    def reserve(self, wait_s: float) -> Reserved | None:
+    def reserve(self, wait_s: float) -> Taken | None:
         """The next job from any server, waiting up to `wait_s` (0: only what is ready)."""
         deadline = time.monotonic() + wait_s
         single = len(self.conns) == 1
@@ -368,6 +379,7 @@ class Slot:
                     continue
                 timeout = math.ceil(max(0.0, deadline - time.monotonic())) if single else 0
                 with conn.lock:
+                    asked_at = time.monotonic()
                     try:
                         job = self._reserve_on(conn, timeout)
                     except CONNECTION_ERRORS as exc:
@@ -376,7 +388,7 @@ class Slot:
                     if job is None:
                         continue
                 self._next = (self._next + i + 1) % len(self.conns)
-                return Reserved(job.id, job.body, conn, conn.generation)
+                return Taken(job.id, job.body, conn, conn.generation, asked_at=asked_at)
             now = time.monotonic()
             if now >= deadline or self.worker.stopping:
                 return None
@@ -393,8 +405,9 @@ class Slot:
         does the slot wait, with the delete sent in the same write as the waiting reserve.
         """
         deferred = self._deferred
-        if deferred is not None and deferred.job.conn is conn and deferred.job.held:
+        if deferred is not None and deferred.job.conn is conn:
             self._deferred = None
+        if deferred is not None and deferred.job.conn is conn and self._still_ours(deferred):
             try:
                 send(conn, [put_command(deferred.body), b"reserve-with-timeout 0\r\n"])
                 put = read_reply(conn)
@@ -413,7 +426,7 @@ class Slot:
             job = reserved_job(reserve)
             if job is not None:
                 return job
-        else:
+        elif deferred is not None and deferred.job.conn is not conn:
             self._flush_deferred()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None and pending.conn is conn:
@@ -433,7 +446,8 @@ class Slot:
         job, log = deferred.job, deferred.log
         if reply[0] == b"INSERTED":
             self._pending_delete = job
-            log.info("job completed", duration_s=round(time.monotonic() - deferred.since, 6))
+            log.info("job completed",
+                     duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
         log.error("event not stored: job released for later", error=reply[0].decode(),
                   delay_s=REPORT_RETRY_DELAY_S)
@@ -448,9 +462,7 @@ class Slot:
             return None
         conn = deferred.job.conn
         with conn.lock:
-            if not deferred.job.held:
-                deferred.log.warning("event not stored: the job's connection was lost")
-                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+            if not self._still_ours(deferred):
                 return Outcome.LOST
             try:
                 (reply,) = exchange(conn, [put_command(deferred.body)])
@@ -476,10 +488,9 @@ class Slot:
 
     # -- handling one job --------------------------------------------------------------
 
-    def process(self, job: Reserved) -> Outcome:
+    def process(self, job: Taken) -> Outcome:
         """Validate, run and report one reserved job."""
         worker, conn = self.worker, job.conn
-        reserved_at = time.monotonic()
         pending = self._pending_delete
         if pending is not None and pending.conn is not conn:
             pending = None  # it goes with the next command on its own connection
@@ -497,16 +508,18 @@ class Slot:
             return Outcome.LOST
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
+        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
+                      touched_at=job.asked_at)
         # The cap comes before decoding: a body whose decoding kills the worker is capped too.
         if attempt > worker.policy.reserve_cap:
-            return self._give_up(job, attempt, fields)
+            return self._give_up(lease, attempt, fields)
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
             log = worker.log.bind(queueID=job.id, submissionID=None, attempt=attempt)
             log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.INVALID
         log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
 
@@ -517,17 +530,16 @@ class Slot:
             reason = f"submit_msg_fn failed: {describe(exc)}"
             log.error("job failed", reason=reason)
             message = self._failed_message(data, job.id, exc)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.FAILED
-        if not self._put_unanswered(job, started, log):
+        if not self._put_unanswered(lease, started, log):
             return Outcome.LOST
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
             ProgressMessage(submissionID=data.submissionID, **fields),
-            sender=self._progress_sender(conn),
+            sender=self._progress_sender(lease),
         )
-        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
-                      touched_at=reserved_at)
+        lease.started_at = time.monotonic()
         worker.keeper.add(lease)
         error: BaseException | None
         try:
@@ -540,7 +552,8 @@ class Slot:
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "delete", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "delete",
+                         log)
             log.info("job cancelled", reason=str(exc))
             return Outcome.CANCELLED
         except (JobTimeout, HandlerDied) as exc:
@@ -550,20 +563,20 @@ class Slot:
             worker.keeper.remove(lease)
             with conn.lock:
                 lease.done = True
-        if isinstance(lease.stopped, LeaseLost) or not self._still_ours(lease):
+        if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
         if execution.completed is not None:
             # The event goes with the next reserve, the delete with the command after it,
             # once the event is stored: two round trips a job instead of four.
-            self._deferred = Deferred(job, execution.completed, log, reserved_at)
+            self._deferred = Deferred(lease, execution.completed, log)
             return Outcome.COMPLETED
-        return self._failed(job, data, execution, error, fields, log, attempt)
+        return self._failed(lease, data, execution, error, fields, log, attempt)
 
-    def _give_up(self, job: Reserved, attempt: int, fields: dict[str, Any]) -> Outcome:
+    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any]) -> Outcome:
         """Past max_attempts: a failed event (gaveUp) and a bury, without decoding the body
         as a job (that may be what killed the workers before)."""
-        cap = self.worker.policy.reserve_cap
+        job, cap = lease.job, self.worker.policy.reserve_cap
         reason = f"gave up after {attempt - 1} attempts (max_attempts {cap}); buried for inspection"
         submission_id = submission_id_of(job.body)
         log = self.worker.log.bind(queueID=job.id, submissionID=submission_id, attempt=attempt)
@@ -572,13 +585,14 @@ class Slot:
             InvalidJobMessage(queueID=job.id, reason=reason) if submission_id is None
             else FailedJobMessage(submissionID=submission_id, reason=reason, gaveUp=True)
         )
-        self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
         return Outcome.GAVE_UP
 
     def _failed(
-        self, job: Reserved, data: Any, execution: Execution, error: BaseException | None,
+        self, lease: Lease, data: Any, execution: Execution, error: BaseException | None,
         fields: dict[str, Any], log: Any, attempt: int,
     ) -> Outcome:
+        job = lease.job
         reason = execution.error or "handler failed"
         delay = self.worker.policy.retry_delay(
             attempt, execution.error_names, execution.retry_delay_s, execution.retry_requested
@@ -587,13 +601,13 @@ class Slot:
         if delay is not None:
             message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
                                          delay_s=delay)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "release", log,
-                         delay=delay)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "release",
+                         log, delay=delay)
             log.warning("job will be retried", reason=reason, delay_s=delay)
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
 
@@ -607,19 +621,34 @@ class Slot:
 
     # -- talking to the server the job came from ---------------------------------------
 
-    def _still_ours(self, lease: Lease) -> bool:
-        """Touch once more before reporting, unless the reservation is certainly fresh."""
-        return lease.fresh() or lease.touch(final=True)
+    def _still_ours(self, deferred: Deferred) -> bool:
+        """Whether a deferred completed event may be put now (the caller holds the lock and
+        writes it next); if not, the job was lost and it is counted so."""
+        try:
+            if deferred.job.held:
+                _ = deferred.job.conn.client  # replies still owed are read before the check
+        except CONNECTION_ERRORS as exc:
+            deferred.job.conn.failed(exc)  # the server releases the job
+        if deferred.lease.confirm():
+            return True
+        deferred.log.warning("lease lost before the completed event: nothing reported")
+        self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+        return False
 
-    def _put(self, job: Reserved, body: bytes, log: Any) -> bool:
+    def _put(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event; on a server refusal the job is released to be tried later."""
+        job = lease.job
         conn = job.conn
         with conn.lock:
             if not job.held:  # the connection was replaced: the server released the job
                 log.warning("event not stored: the job's connection was lost")
                 return False
             try:
-                conn.client.put(body)
+                client = conn.client  # replies still owed are read first
+                if not lease.confirm():
+                    log.warning("lease lost before the event: nothing reported")
+                    return False
+                client.put(body)
                 return True
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
@@ -631,12 +660,13 @@ class Slot:
                 self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
                 return False
 
-    def _put_unanswered(self, job: Reserved, body: bytes, log: Any) -> bool:
+    def _put_unanswered(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event without waiting for the reply (read before the connection's next
-        command): the started event costs no round trip. False if the connection is gone."""
-        conn = job.conn
+        command): the started event costs no round trip. False if the job is not ours."""
+        conn = lease.job.conn
         with conn.lock:
-            if not job.held:
+            if not lease.confirm():
+                log.warning("lease lost before the started event: nothing reported")
                 return False
             try:
                 conn.client._sock.sendall(put_command(body))
@@ -652,14 +682,14 @@ class Slot:
             conn.owe(on_reply)
         return True
 
-    def _report(self, job: Reserved, message: Any, action: str, log: Any,
+    def _report(self, lease: Lease, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
         body = message if isinstance(message, bytes) else encode(message)
-        if not self._put(job, body, log):
+        if not self._put(lease, body, log):
             return False
-        with job.conn.lock:
-            return self._job_command(job, action, log, delay)
+        with lease.job.conn.lock:
+            return self._job_command(lease.job, action, log, delay)
 
     def _job_command(self, job: Reserved, action: str, log: Any, delay: int = 0) -> bool:
         """delete, bury or release (keeping the job's priority) over the reserving connection."""
@@ -692,11 +722,16 @@ class Slot:
         log.info("job released for another worker", reason=reason)
         return Outcome.RELEASED
 
-    def _progress_sender(self, conn: Connection) -> Callable[[str, bytes], None]:
+    def _progress_sender(self, lease: Lease) -> Callable[[str, bytes], None]:
+        conn = lease.job.conn
+
         def send(tube: str, body: bytes) -> None:
             with self.runner.shield(), conn.lock:
                 try:
-                    conn.use_tube(tube).put(body)
+                    client = conn.use_tube(tube)
+                    if not lease.confirm():  # halted: the handler stops when the shield ends
+                        return
+                    client.put(body)
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)
                     raise
