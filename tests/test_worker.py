@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +248,54 @@ def test_paused_before_the_completed_event_past_the_ttr_reports_nothing_more(
         _lose_while_paused(job, rival, asked_at)
         assert slot.flush() is Outcome.LOST
         assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+@pytest.fixture
+def small_server() -> Iterator[Beanstalkd]:
+    """A server whose max-job-size is 1,000 bytes."""
+    server = Beanstalkd(max_job_size=1000).start()
+    yield server
+    server.kill()
+
+
+def test_a_result_too_big_for_the_server_fails_the_job_at_once(
+    small_server: Beanstalkd, prefix: str
+) -> None:
+    """No release and five more runs: one failed event that names the size and the limit."""
+    config = config_for([small_server.address], prefix=prefix,
+                        extra="max_attempts: 5\nretry: {base_s: 0, max_s: 0}")
+    tubes = Tubes(small_server.address)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "big", "message": "%s"}' % (
+            b"x" * 960))  # 996 bytes: the job fits, its completed event does not
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+        assert worker.step() is Outcome.NONE
+    events = tubes.events(events_tube(config))
+    assert [(e["event"], e["seq"]) for e in events] == [("started", 0), ("failed", 1)]
+    reason = str(events[1]["reason"])
+    assert re.search(r"the completed event is \d+ bytes, over the server's max-job-size of "
+                     r"1000 bytes", reason), reason
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "buried"
+
+
+def test_a_failed_event_too_big_is_replaced_by_one_that_says_so(
+    small_server: Beanstalkd, prefix: str
+) -> None:
+    config = config_for([small_server.address], prefix=prefix)
+    tubes = Tubes(small_server.address)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "big", "fail": "%s"}' % (
+            b"x" * 960))
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["started", "failed"]
+    assert events[1]["submissionID"] == "big" and events[1]["queueID"] == handle.job_id
+    assert "the failed event is" in str(events[1]["reason"])
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "buried"
 
 
 def test_two_servers_all_jobs_processed(

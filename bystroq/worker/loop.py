@@ -31,11 +31,13 @@ from bystroq.errors import (
     HandlerDied,
     HandlerError,
     JobTimeout,
+    JobTooBig,
     LeaseLost,
     ShuttingDown,
 )
 from bystroq.messages import (
     CancelledJobMessage,
+    Event,
     FailedJobMessage,
     InvalidJobMessage,
     JobDecoder,
@@ -532,6 +534,9 @@ class Slot:
             message = self._failed_message(data, job.id, exc)
             self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.FAILED
+        too_big = self._too_big(conn, started, "started")
+        if too_big is not None:
+            return self._fail_at_once(lease, data, too_big, fields, 0, log)
         if not self._put_unanswered(lease, started, log):
             return Outcome.LOST
         publisher = ProgressPublisher(
@@ -567,6 +572,9 @@ class Slot:
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
         if execution.completed is not None:
+            too_big = self._too_big(conn, execution.completed, "completed")
+            if too_big is not None:  # trying again would make the same result: no retry
+                return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
             # The event goes with the next reserve, the delete with the command after it,
             # once the event is stored: two round trips a job instead of four.
             self._deferred = Deferred(lease, execution.completed, log)
@@ -610,6 +618,27 @@ class Slot:
         self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
+
+    def _fail_at_once(self, lease: Lease, data: Any, exc: BaseException,
+                      fields: dict[str, Any], seq: int, log: Any) -> Outcome:
+        log.error("job failed", reason=str(exc))
+        message = self._failed_message(data, lease.job.id, exc)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        return Outcome.FAILED
+
+    def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
+        """Why an event cannot be put on the job's server, if it is larger than the server's
+        max-job-size (the put would be refused, and retrying makes the same event)."""
+        with conn.lock:
+            try:
+                limit = conn.max_job_size()  # asked once per connection
+            except (*CONNECTION_ERRORS, greenstalk.BeanstalkdError):
+                return None  # the put meets the same trouble and handles it
+        if len(body) <= limit:
+            return None
+        return JobTooBig(f"the {what} event is {len(body)} bytes, over the server's "
+                         f"max-job-size of {limit} bytes; return less (e.g. where the result "
+                         f"is stored) or start beanstalkd with a larger -z")
 
     def _failed_message(self, data: Any, queue_id: int, exc: BaseException) -> Any:
         try:
@@ -685,7 +714,15 @@ class Slot:
     def _report(self, lease: Lease, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
-        body = message if isinstance(message, bytes) else encode(message)
+        body = encode(message)
+        event = getattr(message, "event", None)
+        what = event.value if isinstance(event, Event) else "reported"
+        too_big = self._too_big(lease.job.conn, body, what)
+        if too_big is not None:
+            log.error("event too big for the server: a failed event says so instead",
+                      reason=str(too_big))
+            message, action = _small_failed(message, lease.job.id, too_big), "bury"
+            body = encode(message)
         if not self._put(lease, body, log):
             return False
         with lease.job.conn.lock:
@@ -729,6 +766,9 @@ class Slot:
             with self.runner.shield(), conn.lock:
                 try:
                     client = conn.use_tube(tube)
+                    too_big = self._too_big(conn, body, "progress")
+                    if too_big is not None:
+                        raise too_big  # the handler's publish fails with the reason
                     if not lease.confirm():  # halted: the handler stops when the shield ends
                         return
                     client.put(body)
@@ -751,3 +791,14 @@ class Slot:
         for conn in self.conns:
             with conn.lock:
                 conn.close()
+
+
+def _small_failed(message: Any, queue_id: int, reason: BaseException) -> Any:
+    """A failed event in place of one too big to put, with the same extension fields."""
+    extra: dict[str, Any] = {key: getattr(message, key, None)
+                             for key in ("attempt", "worker", "at", "seq")}
+    submission_id = getattr(message, "submissionID", None)
+    if submission_id is None:
+        return InvalidJobMessage(queueID=queue_id, reason=str(reason), **extra)
+    return FailedJobMessage(submissionID=submission_id, queueID=queue_id, reason=str(reason),
+                            **extra)
