@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.chaos import core
+from tests.chaos import core, worker
 from tests.chaos.core import Report
 
 SCENARIOS: dict[str, Callable[[], Report]] = {
     **core.SCENARIOS,
+    **worker.SCENARIOS,
 }
