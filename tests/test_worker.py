@@ -250,6 +250,43 @@ def test_paused_before_the_completed_event_past_the_ttr_reports_nothing_more(
         assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
 
 
+def test_events_written_as_the_job_is_lost_are_deleted(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """The lease looks fresh, but the job was lost just before the events were written (as
+    when a silent network delays them past the TTR): the touch in front of each event says
+    so, and the events the server stored anyway are deleted."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="late"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None
+        job.conn.client.release(greenstalk.Job(job.id, b""))
+        assert rival.reserve(5).id == handle.job_id  # at once: no time passed
+        assert slot.process(job) is Outcome.COMPLETED  # the answers are not read yet
+        assert slot.flush() is Outcome.LOST
+        assert tubes.events(events_tube(config)) == []
+
+
+def test_a_completed_event_written_as_the_job_is_lost_is_deleted(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="late"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None
+        assert slot.process(job) is Outcome.COMPLETED
+        job.conn.client.release(greenstalk.Job(job.id, b""))  # reads the started answers
+        assert rival.reserve(5).id == handle.job_id
+        assert slot.flush() is Outcome.LOST
+        assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
 @pytest.fixture
 def small_server() -> Iterator[Beanstalkd]:
     """A server whose max-job-size is 1,000 bytes."""

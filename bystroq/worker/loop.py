@@ -58,6 +58,7 @@ from bystroq.servers import (
     connections,
     delete_then_reserve,
     exchange,
+    expect,
     job_reserves_ttr_pri,
     put_command,
     read_reply,
@@ -366,11 +367,14 @@ class Slot:
         self._deferred: Deferred | None = None
         # A job whose completed event is stored: its delete goes with the next command.
         self._pending_delete: Reserved | None = None
+        # Started events the server stored after their job was lost: to be deleted.
+        self._strays: list[tuple[Connection, int]] = []
 
     # -- reserving ---------------------------------------------------------------------
 
     def reserve(self, wait_s: float) -> Taken | None:
         """The next job from any server, waiting up to `wait_s` (0: only what is ready)."""
+        self._retract_strays()
         deadline = time.monotonic() + wait_s
         single = len(self.conns) == 1
         pause = 0.005
@@ -410,9 +414,11 @@ class Slot:
         if deferred is not None and deferred.job.conn is conn:
             self._deferred = None
         if deferred is not None and deferred.job.conn is conn and self._still_ours(deferred):
+            sent_at = time.monotonic()
             try:
-                send(conn, [put_command(deferred.body), b"reserve-with-timeout 0\r\n"])
-                put = read_reply(conn)
+                send(conn, [deferred.lease.touch_command(), put_command(deferred.body),
+                            b"reserve-with-timeout 0\r\n"])
+                touch, put = read_reply(conn), read_reply(conn)
             except CONNECTION_ERRORS:
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
                 raise
@@ -420,11 +426,12 @@ class Slot:
                 reserve = read_reply(conn)
             except CONNECTION_ERRORS:
                 if put[0] == b"INSERTED":  # stored: the delete is still owed (a new
-                    self._completed_put(deferred, put)  # connection can delete it)
+                    self._completed_put(deferred, touch, put, sent_at)  # connection can)
                 else:
                     self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
                 raise
-            self._completed_put(deferred, put)  # both replies read: a release may follow
+            # All replies read: a release or a retraction may follow.
+            self._completed_put(deferred, touch, put, sent_at)
             job = reserved_job(reserve)
             if job is not None:
                 return job
@@ -442,10 +449,16 @@ class Slot:
         (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
         return reserved_job(reply)
 
-    def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
-        """The deferred completed event's reply: stored, so the delete is owed; refused, so
-        the job is released to be tried later (the outcome counted becomes RELEASED)."""
+    def _completed_put(self, deferred: Deferred, touch: Reply, reply: Reply,
+                       sent_at: float) -> Outcome:
+        """The replies to the deferred completed event and the touch before it: stored by
+        the holder, so the delete is owed; refused, so the job is released to be tried later
+        (the outcome counted becomes RELEASED); stored after the job was lost, so deleted."""
         job, log = deferred.job, deferred.log
+        if not deferred.lease.touched(touch[0], sent_at):
+            self._retract(job.conn, reply, log, "completed")
+            self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+            return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
             log.info("job completed",
@@ -466,19 +479,22 @@ class Slot:
         with conn.lock:
             if not self._still_ours(deferred):
                 return Outcome.LOST
+            sent_at = time.monotonic()
             try:
-                (reply,) = exchange(conn, [put_command(deferred.body)])
+                touch, reply = exchange(conn, [deferred.lease.touch_command(),
+                                               put_command(deferred.body)])
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 deferred.log.warning("event not stored: connection lost", error=str(exc))
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
                 return Outcome.LOST
-            return self._completed_put(deferred, reply)
+            return self._completed_put(deferred, touch, reply, sent_at)
 
     def flush(self) -> Outcome | None:
         """Put a deferred completed event and send the delete still owed; returns the
         deferred job's outcome if it changed (the event could not be stored)."""
         changed = self._flush_deferred()
+        self._retract_strays()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
@@ -658,6 +674,7 @@ class Slot:
                 _ = deferred.job.conn.client  # replies still owed are read before the check
         except CONNECTION_ERRORS as exc:
             deferred.job.conn.failed(exc)  # the server releases the job
+        self._retract_strays()  # a started event the owed replies just showed stray
         if deferred.lease.confirm():
             return True
         deferred.log.warning("lease lost before the completed event: nothing reported")
@@ -673,21 +690,25 @@ class Slot:
                 log.warning("event not stored: the job's connection was lost")
                 return False
             try:
-                client = conn.client  # replies still owed are read first
+                _ = conn.client  # replies still owed are read first
                 if not lease.confirm():
                     log.warning("lease lost before the event: nothing reported")
                     return False
-                client.put(body)
-                return True
+                sent_at = time.monotonic()
+                touch, put = exchange(conn, [lease.touch_command(), put_command(body)])
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
-            except greenstalk.BeanstalkdError as exc:
-                log.error("event not stored: job released for later",
-                          error=type(exc).__name__, delay_s=REPORT_RETRY_DELAY_S)
+            if not lease.touched(touch[0], sent_at):
+                self._retract(conn, put, log, "reported")
+                return False
+            if put[0] != b"INSERTED":
+                log.error("event not stored: job released for later", error=put[0].decode(),
+                          delay_s=REPORT_RETRY_DELAY_S)
                 self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
                 return False
+            return True
 
     def _put_unanswered(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event without waiting for the reply (read before the connection's next
@@ -697,19 +718,49 @@ class Slot:
             if not lease.confirm():
                 log.warning("lease lost before the started event: nothing reported")
                 return False
+            sent_at = time.monotonic()
             try:
-                conn.client._sock.sendall(put_command(body))
+                conn.client._sock.sendall(lease.touch_command() + put_command(body))
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
+            held: list[bool] = []
 
-            def on_reply(status: bytes, values: list[bytes]) -> None:
+            def on_touch(status: bytes, values: list[bytes]) -> None:
+                held.append(lease.touched(status, sent_at))  # if not, the handler stops
+
+            def on_put(status: bytes, values: list[bytes]) -> None:
                 if status != b"INSERTED":
                     log.error("started event not stored", error=status.decode())
+                elif held == [False]:  # deleted with the slot's next command
+                    self._strays.append((conn, int(values[0])))
 
-            conn.owe(on_reply)
+            conn.owe(on_touch)
+            conn.owe(on_put)
         return True
+
+    def _retract(self, conn: Connection, put: Reply, log: Any, what: str) -> None:
+        """Delete an event the server stored after the job stopped being ours (its write
+        was delayed past the TTR): no consumer should take it for the holder's."""
+        if put[0] != b"INSERTED":
+            return
+        event_id = int(put[1][0])
+        log.warning(f"{what} event arrived after the job was lost: deleted", eventID=event_id)
+        try:
+            exchange(conn, [b"delete %d\r\n" % event_id])
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)
+            log.error("could not delete an event stored after the job was lost",
+                      eventID=event_id, error=str(exc))
+
+    def _retract_strays(self) -> None:
+        """Delete the started events found stored after their job was lost."""
+        while self._strays:
+            conn, event_id = self._strays.pop()
+            with conn.lock:
+                self._retract(conn, (b"INSERTED", [b"%d" % event_id], None),
+                              self.worker.log, "started")
 
     def _report(self, lease: Lease, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
@@ -765,13 +816,18 @@ class Slot:
         def send(tube: str, body: bytes) -> None:
             with self.runner.shield(), conn.lock:
                 try:
-                    client = conn.use_tube(tube)
+                    conn.use_tube(tube)  # the put below goes to `tube`
                     too_big = self._too_big(conn, body, "progress")
                     if too_big is not None:
                         raise too_big  # the handler's publish fails with the reason
                     if not lease.confirm():  # halted: the handler stops when the shield ends
                         return
-                    client.put(body)
+                    sent_at = time.monotonic()
+                    touch, put = exchange(conn, [lease.touch_command(), put_command(body)])
+                    if not lease.touched(touch[0], sent_at):
+                        self._retract(conn, put, self.worker.log, "progress")
+                        return
+                    expect(put, b"INSERTED")  # a refusal raises in the handler's publish
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)
                     raise
