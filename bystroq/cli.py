@@ -17,7 +17,7 @@ from bystroq import config as config_mod
 from bystroq import inspect as inspect_mod
 from bystroq import log
 from bystroq.errors import BystroqError, DecodeError, ListenerError
-from bystroq.messages import JobDecoder
+from bystroq.messages import JobDecoder, json_value
 from bystroq.producer import Producer
 from bystroq.records.model import STATES
 
@@ -160,7 +160,7 @@ def _checked(
     try:
         if decoder is not None:
             return body, decoder.decode(body).submissionID
-        data = msgspec.json.decode(body)
+        data = json_value(body)
         if not isinstance(data, dict):
             raise DecodeError("expected a JSON object")
         return body, data.get("submissionID")

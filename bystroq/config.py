@@ -65,10 +65,26 @@ class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         for name, conf in list(self.tubes.items()):
             if isinstance(conf, dict):
                 self.tubes[name] = msgspec.convert(conf, CategoryConfig)
+        _check_tubes_distinct(self.tubes)
 
     def split_host_port(self) -> list[tuple[str, int]]:
         """The addresses as (host, port) pairs."""
         return [parse_address(a) for a in self.addresses]
+
+
+def _check_tubes_distinct(tubes: dict[str, CategoryConfig]) -> None:
+    """Every submission and events tube belongs to one category and one role: a worker
+    that puts its events on the tube it reserves from would take them as jobs forever."""
+    seen: dict[str, str] = {}
+    for name, conf in tubes.items():
+        for role, tube in (("submission", conf.submission), ("events", conf.events)):
+            key = f"beanstalkd.tubes.{name}.{role}"
+            if tube in seen:
+                raise ValueError(
+                    f"`{seen[tube]}` and `{key}` both name tube {tube!r}; give each "
+                    f"submission and events tube a name of its own"
+                )
+            seen[tube] = key
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -204,7 +220,7 @@ def _explain(message: str) -> str:
     if missing:
         key = f"{path}.{missing[1]}" if path else missing[1]
         return f"missing key `{key}`; required there: {_required_keys(path)}"
-    where = f"key `{path}`: " if path else ""
+    where = f"key `{path}`: " if path and not what.startswith("`") else ""  # keys named
     return f"{where}{what[0].lower()}{what[1:]}" if what else f"{where}invalid"
 
 

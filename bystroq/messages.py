@@ -133,7 +133,7 @@ class CancelledJobMessage(EventMessage, frozen=True, kw_only=True, tag="cancelle
 M = TypeVar("M", bound=msgspec.Struct)
 
 _ENCODE = msgspec.json.Encoder().encode
-
+_DECODE_ANY = msgspec.json.Decoder().decode
 
 
 class JobDecoder(Generic[M]):
@@ -155,6 +155,43 @@ class JobDecoder(Generic[M]):
             raise DecodeError(
                 f"body is not valid JSON: {exc} (job type {self.struct.__name__})"
             ) from None
+        except RecursionError:
+            raise DecodeError(f"{TOO_DEEP} (job type {self.struct.__name__})") from None
+        except Exception as exc:  # e.g. the Struct's own __post_init__: still an invalid job
+            raise DecodeError(
+                f"job type {self.struct.__name__} rejected the body: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+
+
+TOO_DEEP = "body is nested too deeply to decode (arrays or objects inside each other)"
+
+
+def json_value(body: bytes | str) -> Any:
+    """Any JSON value; a DecodeError (never a RecursionError) when the body is not one."""
+    try:
+        return _DECODE_ANY(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError(TOO_DEEP) from None
+
+
+class _Identified(msgspec.Struct):
+    """Only a job's submissionID (unknown fields are skipped)."""
+
+    submissionID: SubmissionID
+
+
+_DECODE_ID = msgspec.json.Decoder(_Identified).decode
+
+
+def submission_id_of(body: bytes) -> SubmissionID | None:
+    """A job body's submissionID if it has one that decodes, else None; never raises."""
+    try:
+        return _DECODE_ID(body).submissionID
+    except Exception:
+        return None
 
 
 def encode(message: Any) -> bytes:
@@ -197,7 +234,7 @@ def record_key(submission_id: str | int) -> str:
     return submission_id
 
 
-def submission_id_of(key: str) -> str | int:
+def key_to_submission_id(key: str) -> str | int:
     """The submissionID a record key stands for (the inverse of `record_key`)."""
     if key.startswith('"'):
         value = msgspec.json.decode(key)

@@ -137,3 +137,24 @@ def test_clean_template_is_the_builtin_default(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(config.ENV_VAR, raising=False)
     assert config.load().config == config.parse(template.read_text()).config
+
+
+@pytest.mark.parametrize(("old", "new", "keys"), [
+    ("events: annotation_events", "events: annotation",
+     "`beanstalkd.tubes.annotation.submission` and `beanstalkd.tubes.annotation.events`"),
+    ("events: saveFromQuery_events", "events: annotation_events",
+     "`beanstalkd.tubes.annotation.events` and `beanstalkd.tubes.saveFromQuery.events`"),
+    ("submission: saveFromQuery", "submission: annotation_events",
+     "`beanstalkd.tubes.annotation.events` and `beanstalkd.tubes.saveFromQuery.submission`"),
+])
+def test_a_tube_used_twice_is_an_error_naming_both_keys(old: str, new: str, keys: str) -> None:
+    """A worker putting events on the tube it reserves from would loop forever."""
+    message = error_of(BYSTRO_FILE.replace(old, new))
+    assert message.startswith(f"conf.yml: {keys} both name tube ")
+    assert "\n" not in message and "a name of its own" in message
+
+
+def test_bystro_queue_conf_with_a_looping_tube_is_refused() -> None:
+    with pytest.raises(ValueError, match="both name tube 'x'"):
+        config.QueueConf(addresses=["127.0.0.1:11300"],
+                         tubes={"a": {"submission": "x", "events": "x"}})  # type: ignore[dict-item]

@@ -99,6 +99,20 @@ def test_poison_job_is_buried_after_max_attempts(
         assert client.stats_job(handle.job_id)["state"] == "buried"
 
 
+def test_the_cap_comes_before_decoding(server: Beanstalkd, prefix: str, tubes: Tubes) -> None:
+    """A body that killed the workers that decoded it is capped without decoding it again."""
+    config = config_for([server.address], prefix=prefix, extra="max_attempts: 1")
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "p", "sleep_s": "no"}')
+    with tubes.client(watch=config.category("echo").submission) as client:
+        assert client.reserve(1).id == handle.job_id  # a worker took it and died
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.GAVE_UP
+    (event,) = tubes.events(config.category("echo").events)
+    assert event["event"] == "failed" and event["gaveUp"] is True
+    assert event["submissionID"] == "p" and event["queueID"] == handle.job_id
+
+
 @pytest.mark.parametrize("isolation", ["inline", "process"])
 def test_timeout_stops_the_handler(
     server: Beanstalkd, prefix: str, tubes: Tubes, isolation: str
@@ -115,22 +129,26 @@ def test_timeout_stops_the_handler(
 def test_event_that_cannot_be_stored_leaves_the_job_on_the_server(
     prefix: str, tmp_path: Path
 ) -> None:
-    """The completed event is over max-job-size: the job is released, never deleted."""
-    small = Beanstalkd(max_job_size=256).start()
+    """The server refuses the completed event (it is draining): the job is released, never
+    deleted. (An event too big for the server fails the job instead: test_worker.)"""
+    server = Beanstalkd().start()
     try:
-        config = config_for([small.address], prefix=prefix)
-        tubes = Tubes(small.address)
+        config = config_for([server.address], prefix=prefix)
+        tubes = Tubes(server.address)
         with Producer(config) as producer:
-            body = b'{"submissionID": 1, "message": "%s"}' % (b"m" * 150)
-            handle = producer.submit("echo", body)
+            handle = producer.submit("echo", EchoJob(submissionID=1))
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGUSR1)  # drain mode: every put is refused
+        with tubes.client() as client:
+            wait_until(lambda: str(client.stats()["draining"]).lower() == "true")
         with Worker(config, "echo") as worker:
             assert worker.step() is Outcome.RELEASED
         with tubes.client() as client:
             stats = client.stats_job(handle.job_id)
             assert (stats["state"], stats["pri"]) == ("delayed", 2**16)
-        assert [e["event"] for e in tubes.events(config.category("echo").events)] == ["started"]
+        assert tubes.events(config.category("echo").events) == []
     finally:
-        small.kill()
+        server.kill()
 
 
 def _listen(config_file: Path, *args: str) -> subprocess.Popen[str]:

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import greenstalk
 import pytest
+from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from bystroq import (
@@ -20,14 +24,19 @@ from bystroq import (
     WorkerOptions,
     listen,
 )
+from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.errors import ListenerError
 from bystroq.progress import ProgressPublisher
-from bystroq.testing import Beanstalkd, config_for, wait_until
+from bystroq.servers import Reserved
+from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Listener, load_listener
 from listeners.annotation import AnnotationJobData
 from listeners.echo import EchoJob
 from tests.conftest import Tubes
+
+# 2 KB of nested arrays in a field: decoding raises RecursionError unless it is caught.
+DEEP = b'{"submissionID": 1, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
 
 
 def events_tube(config: LoadedConfig, category: str = "echo") -> str:
@@ -59,6 +68,7 @@ def test_happy_path_events_in_order_and_job_gone(config: LoadedConfig, tubes: Tu
     (b'{"submissionID": 1, "message": ', "body is not valid JSON"),
     (b'{"submissionID": 1, "sleep_s": "long"}', "field `sleep_s`: Expected `float`"),
     (b'{"message": "no id"}', "missing required field `submissionID`"),
+    (DEEP, "nested too deeply"),
 ])
 def test_invalid_job_is_buried_with_queue_id_and_worker_goes_on(
     config: LoadedConfig, tubes: Tubes, body: bytes, reason: str
@@ -76,6 +86,34 @@ def test_invalid_job_is_buried_with_queue_id_and_worker_goes_on(
     assert [e["event"] for e in events[1:]] == ["started", "completed"]
     with tubes.client(use=config.category("echo").submission) as client:
         assert client.peek_buried().id == bad.job_id
+
+
+def test_deeply_nested_body_does_not_stop_the_worker(config: LoadedConfig, tubes: Tubes) -> None:
+    """The running loop (not only `step`): the slot buries the job and takes the next."""
+    with Producer(config) as producer:
+        bad = producer.submit("echo", DEEP)
+        producer.submit("echo", EchoJob(submissionID="after"))
+    with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+        assert worker.run() == 0
+        assert worker.counts[Outcome.INVALID] == 1 and worker.counts[Outcome.COMPLETED] == 1
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["failed", "started", "completed"]
+    assert events[0]["queueID"] == bad.job_id
+    assert "nested too deeply" in str(events[0]["reason"])
+    with tubes.client() as client:
+        assert client.stats_job(bad.job_id)["state"] == "buried"
+
+
+def test_submit_json_too_deep_is_a_one_line_error(server: Beanstalkd, prefix: str,
+                                                   tmp_path: Path, tubes: Tubes) -> None:
+    config_file = tmp_path / "beanstalk.yml"
+    config_file.write_text(config_text([server.address], prefix=prefix))
+    result = CliRunner().invoke(main, ["--config", str(config_file), "submit", "--tube", "echo",
+                                       "--no-records", "--json", DEEP.decode()])
+    assert result.exit_code != 0 and not isinstance(result.exception, RecursionError)
+    assert result.stderr.count("\n") == 1 and "nested too deeply" in result.stderr
+    assert "nothing was submitted" in result.stderr
+    assert tubes.counts(f"{prefix}echo")["ready"] == 0
 
 
 @pytest.mark.parametrize(("job", "reason"), [
@@ -162,6 +200,139 @@ def test_lost_lease_reports_nothing(config: LoadedConfig, tubes: Tubes) -> None:
         assert worker.step() is Outcome.LOST
     thread.join()
     assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+def _lose_while_paused(job: Reserved, rival: greenstalk.Client[bytes], since: float) -> None:
+    """What a pause longer than the TTR leads to: the server releases the job (done here
+    over the job's own connection, as beanstalkd does when the TTR runs out, since
+    beanstalkd 1.12 does not always time out the job of an idle connection), another
+    worker reserves it, and the TTR has passed since the reserve."""
+    job.conn.client.release(greenstalk.Job(job.id, b""))
+    assert rival.reserve(5).id == job.id
+    wait_until(lambda: time.monotonic() - since > 1.0)
+
+
+def test_paused_after_the_reserve_past_the_ttr_reports_nothing(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """A pause (GC, SIGSTOP) between the reserve and processing, longer than the TTR: the
+    lease's age counts from the reserve, so the worker finds the job gone and is silent."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="paused"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        asked_at = time.monotonic()
+        job = slot.reserve(1)
+        assert job is not None and job.id == handle.job_id
+        _lose_while_paused(job, rival, asked_at)
+        assert slot.process(job) is Outcome.LOST
+        assert slot.flush() is None
+        assert tubes.events(events_tube(config)) == []
+
+
+def test_paused_before_the_completed_event_past_the_ttr_reports_nothing_more(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """The completed event waits for the slot's next command; a pause before it, longer
+    than the TTR, and the job is someone else's: the event is not put."""
+    with Producer(config) as producer:
+        producer.submit("echo", EchoJob(submissionID="paused"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        asked_at = time.monotonic()
+        job = slot.reserve(1)
+        assert job is not None
+        assert slot.process(job) is Outcome.COMPLETED  # its event goes with the next command
+        _lose_while_paused(job, rival, asked_at)
+        assert slot.flush() is Outcome.LOST
+        assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+def test_events_written_as_the_job_is_lost_are_deleted(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """The lease looks fresh, but the job was lost just before the events were written (as
+    when a silent network delays them past the TTR): the touch in front of each event says
+    so, and the events the server stored anyway are deleted."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="late"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None
+        job.conn.client.release(greenstalk.Job(job.id, b""))
+        assert rival.reserve(5).id == handle.job_id  # at once: no time passed
+        assert slot.process(job) is Outcome.COMPLETED  # the answers are not read yet
+        assert slot.flush() is Outcome.LOST
+        assert tubes.events(events_tube(config)) == []
+
+
+def test_a_completed_event_written_as_the_job_is_lost_is_deleted(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="late"), ttr=1)
+    with Worker(config, "echo") as worker, \
+            tubes.client(watch=config.category("echo").submission) as rival:
+        slot = worker._slot(0)
+        job = slot.reserve(1)
+        assert job is not None
+        assert slot.process(job) is Outcome.COMPLETED
+        job.conn.client.release(greenstalk.Job(job.id, b""))  # reads the started answers
+        assert rival.reserve(5).id == handle.job_id
+        assert slot.flush() is Outcome.LOST
+        assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
+
+
+@pytest.fixture
+def small_server() -> Iterator[Beanstalkd]:
+    """A server whose max-job-size is 1,000 bytes."""
+    server = Beanstalkd(max_job_size=1000).start()
+    yield server
+    server.kill()
+
+
+def test_a_result_too_big_for_the_server_fails_the_job_at_once(
+    small_server: Beanstalkd, prefix: str
+) -> None:
+    """No release and five more runs: one failed event that names the size and the limit."""
+    config = config_for([small_server.address], prefix=prefix,
+                        extra="max_attempts: 5\nretry: {base_s: 0, max_s: 0}")
+    tubes = Tubes(small_server.address)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "big", "message": "%s"}' % (
+            b"x" * 960))  # 996 bytes: the job fits, its completed event does not
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+        assert worker.step() is Outcome.NONE
+    events = tubes.events(events_tube(config))
+    assert [(e["event"], e["seq"]) for e in events] == [("started", 0), ("failed", 1)]
+    reason = str(events[1]["reason"])
+    assert re.search(r"the completed event is \d+ bytes, over the server's max-job-size of "
+                     r"1000 bytes", reason), reason
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "buried"
+
+
+def test_a_failed_event_too_big_is_replaced_by_one_that_says_so(
+    small_server: Beanstalkd, prefix: str
+) -> None:
+    config = config_for([small_server.address], prefix=prefix)
+    tubes = Tubes(small_server.address)
+    with Producer(config) as producer:
+        handle = producer.submit("echo", b'{"submissionID": "big", "fail": "%s"}' % (
+            b"x" * 960))
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+    events = tubes.events(events_tube(config))
+    assert [e["event"] for e in events] == ["started", "failed"]
+    assert events[1]["submissionID"] == "big" and events[1]["queueID"] == handle.job_id
+    assert "the failed event is" in str(events[1]["reason"])
+    with tubes.client() as client:
+        assert client.stats_job(handle.job_id)["state"] == "buried"
 
 
 def test_two_servers_all_jobs_processed(

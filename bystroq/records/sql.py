@@ -31,7 +31,7 @@ import msgspec
 import structlog
 
 from bystroq.errors import BystroqError, StoreUnavailable
-from bystroq.messages import submission_id_of
+from bystroq.messages import key_to_submission_id
 from bystroq.records import model
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 
@@ -468,7 +468,7 @@ class SQLStore:
         record = self.get(submission_id)
         if record is None:
             return False
-        body = {"event": event, "submissionID": submission_id_of(submission_id),
+        body = {"event": event, "submissionID": key_to_submission_id(submission_id),
                 "queueID": record.queue_id,
                 "attempt": record.attempts - record.run_base, "reason": reason,
                 "at": time.time(), "worker": "bystroq-cli"}

@@ -36,8 +36,33 @@ class Lease:
 
     def fresh(self) -> bool:
         """True while the server certainly still holds the job for us: the reserving
-        connection is still open and less than half the TTR passed since the last touch."""
-        return self.job.held and time.monotonic() - self.touched_at < self.ttr / 2
+        connection is still open and less than half the TTR passed since the last touch
+        (or, before the first, since the reserve command was written)."""
+        return (self.job.held and not isinstance(self.stopped, LeaseLost)
+                and time.monotonic() - self.touched_at < self.ttr / 2)
+
+    def confirm(self) -> bool:
+        """True if the job is ours now: fresh, or a touch just said so. Called under the
+        connection's lock right before every event is written, so a worker that was paused
+        past the TTR (GC, VM steal, SIGSTOP) does not report a job another worker holds;
+        the `touch_command` written in front of the event covers a write delayed later."""
+        return self.fresh() or self.touch(final=True)
+
+    def touch_command(self) -> bytes:
+        """`touch` for this job, written in front of each of its events: the server answers
+        it just before it stores the event, so the answer says whether the event was put
+        by the job's holder, however late the write arrived (a silent network)."""
+        return b"touch %d\r\n" % self.job.id
+
+    def touched(self, status: bytes, sent_at: float) -> bool:
+        """Take the answer to `touch_command` (written at `sent_at`): False, and the lease
+        stopped, when the job was no longer ours as its event was stored."""
+        if status == b"TOUCHED":
+            self.touched_at = max(self.touched_at, sent_at)
+            return True
+        self.halt(LeaseLost(f"job {self.job.id} was no longer reserved by this worker when "
+                            f"its event arrived"))
+        return False
 
     def touch(self, final: bool = False) -> bool:
         """Refresh the TTR; False (and the lease stopped) when the job is no longer ours.

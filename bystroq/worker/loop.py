@@ -31,17 +31,21 @@ from bystroq.errors import (
     HandlerDied,
     HandlerError,
     JobTimeout,
+    JobTooBig,
     LeaseLost,
     ShuttingDown,
 )
 from bystroq.messages import (
     CancelledJobMessage,
+    Event,
     FailedJobMessage,
+    InvalidJobMessage,
     JobDecoder,
     ProgressMessage,
     RetryingJobMessage,
     encode,
     stamp,
+    submission_id_of,
 )
 from bystroq.progress import ProgressPublisher
 from bystroq.servers import (
@@ -54,6 +58,7 @@ from bystroq.servers import (
     connections,
     delete_then_reserve,
     exchange,
+    expect,
     job_reserves_ttr_pri,
     put_command,
     read_reply,
@@ -93,14 +98,25 @@ class Outcome(str, enum.Enum):
     LOST = "lost"  # the reservation was lost; nothing reported
 
 
+@dataclass
+class Taken(Reserved):
+    """A job a slot reserved, and when it asked for it: a lease's age counts from before
+    the reserve command was written (the server's TTR clock starts later, never earlier)."""
+
+    asked_at: float = 0.0
+
+
 @dataclass(frozen=True)
 class Deferred:
     """A completed job whose event is still to be put (with the slot's next command)."""
 
-    job: Reserved
+    lease: Lease
     body: bytes
     log: Any
-    since: float
+
+    @property
+    def job(self) -> Reserved:
+        return self.lease.job
 
 
 @dataclass(frozen=True)
@@ -351,11 +367,14 @@ class Slot:
         self._deferred: Deferred | None = None
         # A job whose completed event is stored: its delete goes with the next command.
         self._pending_delete: Reserved | None = None
+        # Started events the server stored after their job was lost: to be deleted.
+        self._strays: list[tuple[Connection, int]] = []
 
     # -- reserving ---------------------------------------------------------------------
 
-    def reserve(self, wait_s: float) -> Reserved | None:
+    def reserve(self, wait_s: float) -> Taken | None:
         """The next job from any server, waiting up to `wait_s` (0: only what is ready)."""
+        self._retract_strays()
         deadline = time.monotonic() + wait_s
         single = len(self.conns) == 1
         pause = 0.005
@@ -366,6 +385,7 @@ class Slot:
                     continue
                 timeout = math.ceil(max(0.0, deadline - time.monotonic())) if single else 0
                 with conn.lock:
+                    asked_at = time.monotonic()
                     try:
                         job = self._reserve_on(conn, timeout)
                     except CONNECTION_ERRORS as exc:
@@ -374,7 +394,7 @@ class Slot:
                     if job is None:
                         continue
                 self._next = (self._next + i + 1) % len(self.conns)
-                return Reserved(job.id, job.body, conn, conn.generation)
+                return Taken(job.id, job.body, conn, conn.generation, asked_at=asked_at)
             now = time.monotonic()
             if now >= deadline or self.worker.stopping:
                 return None
@@ -391,11 +411,14 @@ class Slot:
         does the slot wait, with the delete sent in the same write as the waiting reserve.
         """
         deferred = self._deferred
-        if deferred is not None and deferred.job.conn is conn and deferred.job.held:
+        if deferred is not None and deferred.job.conn is conn:
             self._deferred = None
+        if deferred is not None and deferred.job.conn is conn and self._still_ours(deferred):
+            sent_at = time.monotonic()
             try:
-                send(conn, [put_command(deferred.body), b"reserve-with-timeout 0\r\n"])
-                put = read_reply(conn)
+                send(conn, [deferred.lease.touch_command(), put_command(deferred.body),
+                            b"reserve-with-timeout 0\r\n"])
+                touch, put = read_reply(conn), read_reply(conn)
             except CONNECTION_ERRORS:
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
                 raise
@@ -403,15 +426,16 @@ class Slot:
                 reserve = read_reply(conn)
             except CONNECTION_ERRORS:
                 if put[0] == b"INSERTED":  # stored: the delete is still owed (a new
-                    self._completed_put(deferred, put)  # connection can delete it)
+                    self._completed_put(deferred, touch, put, sent_at)  # connection can)
                 else:
                     self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
                 raise
-            self._completed_put(deferred, put)  # both replies read: a release may follow
+            # All replies read: a release or a retraction may follow.
+            self._completed_put(deferred, touch, put, sent_at)
             job = reserved_job(reserve)
             if job is not None:
                 return job
-        else:
+        elif deferred is not None and deferred.job.conn is not conn:
             self._flush_deferred()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None and pending.conn is conn:
@@ -425,13 +449,20 @@ class Slot:
         (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
         return reserved_job(reply)
 
-    def _completed_put(self, deferred: Deferred, reply: Reply) -> Outcome:
-        """The deferred completed event's reply: stored, so the delete is owed; refused, so
-        the job is released to be tried later (the outcome counted becomes RELEASED)."""
+    def _completed_put(self, deferred: Deferred, touch: Reply, reply: Reply,
+                       sent_at: float) -> Outcome:
+        """The replies to the deferred completed event and the touch before it: stored by
+        the holder, so the delete is owed; refused, so the job is released to be tried later
+        (the outcome counted becomes RELEASED); stored after the job was lost, so deleted."""
         job, log = deferred.job, deferred.log
+        if not deferred.lease.touched(touch[0], sent_at):
+            self._retract(job.conn, reply, log, "completed")
+            self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+            return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
-            log.info("job completed", duration_s=round(time.monotonic() - deferred.since, 6))
+            log.info("job completed",
+                     duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
         log.error("event not stored: job released for later", error=reply[0].decode(),
                   delay_s=REPORT_RETRY_DELAY_S)
@@ -446,23 +477,24 @@ class Slot:
             return None
         conn = deferred.job.conn
         with conn.lock:
-            if not deferred.job.held:
-                deferred.log.warning("event not stored: the job's connection was lost")
-                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+            if not self._still_ours(deferred):
                 return Outcome.LOST
+            sent_at = time.monotonic()
             try:
-                (reply,) = exchange(conn, [put_command(deferred.body)])
+                touch, reply = exchange(conn, [deferred.lease.touch_command(),
+                                               put_command(deferred.body)])
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 deferred.log.warning("event not stored: connection lost", error=str(exc))
                 self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
                 return Outcome.LOST
-            return self._completed_put(deferred, reply)
+            return self._completed_put(deferred, touch, reply, sent_at)
 
     def flush(self) -> Outcome | None:
         """Put a deferred completed event and send the delete still owed; returns the
         deferred job's outcome if it changed (the event could not be stored)."""
         changed = self._flush_deferred()
+        self._retract_strays()
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
@@ -474,10 +506,9 @@ class Slot:
 
     # -- handling one job --------------------------------------------------------------
 
-    def process(self, job: Reserved) -> Outcome:
+    def process(self, job: Taken) -> Outcome:
         """Validate, run and report one reserved job."""
         worker, conn = self.worker, job.conn
-        reserved_at = time.monotonic()
         pending = self._pending_delete
         if pending is not None and pending.conn is not conn:
             pending = None  # it goes with the next command on its own connection
@@ -495,23 +526,20 @@ class Slot:
             return Outcome.LOST
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
+        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
+                      touched_at=job.asked_at)
+        # The cap comes before decoding: a body whose decoding kills the worker is capped too.
+        if attempt > worker.policy.reserve_cap:
+            return self._give_up(lease, attempt, fields)
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
             log = worker.log.bind(queueID=job.id, submissionID=None, attempt=attempt)
             log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.INVALID
         log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
-        if attempt > worker.policy.reserve_cap:
-            reason = (f"gave up after {attempt - 1} attempts (max_attempts "
-                      f"{worker.policy.reserve_cap}); buried for inspection")
-            log.error("poison job buried", reason=reason)
-            message = FailedJobMessage(submissionID=data.submissionID, reason=reason,
-                                       gaveUp=True)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
-            return Outcome.GAVE_UP
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -520,17 +548,19 @@ class Slot:
             reason = f"submit_msg_fn failed: {describe(exc)}"
             log.error("job failed", reason=reason)
             message = self._failed_message(data, job.id, exc)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.FAILED
-        if not self._put_unanswered(job, started, log):
+        too_big = self._too_big(conn, started, "started")
+        if too_big is not None:
+            return self._fail_at_once(lease, data, too_big, fields, 0, log)
+        if not self._put_unanswered(lease, started, log):
             return Outcome.LOST
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
             ProgressMessage(submissionID=data.submissionID, **fields),
-            sender=self._progress_sender(conn),
+            sender=self._progress_sender(lease),
         )
-        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
-                      touched_at=reserved_at)
+        lease.started_at = time.monotonic()
         worker.keeper.add(lease)
         error: BaseException | None
         try:
@@ -543,7 +573,8 @@ class Slot:
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "delete", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "delete",
+                         log)
             log.info("job cancelled", reason=str(exc))
             return Outcome.CANCELLED
         except (JobTimeout, HandlerDied) as exc:
@@ -553,20 +584,39 @@ class Slot:
             worker.keeper.remove(lease)
             with conn.lock:
                 lease.done = True
-        if isinstance(lease.stopped, LeaseLost) or not self._still_ours(lease):
+        if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
         if execution.completed is not None:
+            too_big = self._too_big(conn, execution.completed, "completed")
+            if too_big is not None:  # trying again would make the same result: no retry
+                return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
             # The event goes with the next reserve, the delete with the command after it,
             # once the event is stored: two round trips a job instead of four.
-            self._deferred = Deferred(job, execution.completed, log, reserved_at)
+            self._deferred = Deferred(lease, execution.completed, log)
             return Outcome.COMPLETED
-        return self._failed(job, data, execution, error, fields, log, attempt)
+        return self._failed(lease, data, execution, error, fields, log, attempt)
+
+    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any]) -> Outcome:
+        """Past max_attempts: a failed event (gaveUp) and a bury, without decoding the body
+        as a job (that may be what killed the workers before)."""
+        job, cap = lease.job, self.worker.policy.reserve_cap
+        reason = f"gave up after {attempt - 1} attempts (max_attempts {cap}); buried for inspection"
+        submission_id = submission_id_of(job.body)
+        log = self.worker.log.bind(queueID=job.id, submissionID=submission_id, attempt=attempt)
+        log.error("poison job buried", reason=reason)
+        message: Any = (
+            InvalidJobMessage(queueID=job.id, reason=reason) if submission_id is None
+            else FailedJobMessage(submissionID=submission_id, reason=reason, gaveUp=True)
+        )
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+        return Outcome.GAVE_UP
 
     def _failed(
-        self, job: Reserved, data: Any, execution: Execution, error: BaseException | None,
+        self, lease: Lease, data: Any, execution: Execution, error: BaseException | None,
         fields: dict[str, Any], log: Any, attempt: int,
     ) -> Outcome:
+        job = lease.job
         reason = execution.error or "handler failed"
         delay = self.worker.policy.retry_delay(
             attempt, execution.error_names, execution.retry_delay_s, execution.retry_requested
@@ -575,15 +625,36 @@ class Slot:
         if delay is not None:
             message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
                                          delay_s=delay)
-            self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "release", log,
-                         delay=delay)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "release",
+                         log, delay=delay)
             log.warning("job will be retried", reason=reason, delay_s=delay)
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(job, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
+
+    def _fail_at_once(self, lease: Lease, data: Any, exc: BaseException,
+                      fields: dict[str, Any], seq: int, log: Any) -> Outcome:
+        log.error("job failed", reason=str(exc))
+        message = self._failed_message(data, lease.job.id, exc)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        return Outcome.FAILED
+
+    def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
+        """Why an event cannot be put on the job's server, if it is larger than the server's
+        max-job-size (the put would be refused, and retrying makes the same event)."""
+        with conn.lock:
+            try:
+                limit = conn.max_job_size()  # asked once per connection
+            except (*CONNECTION_ERRORS, greenstalk.BeanstalkdError):
+                return None  # the put meets the same trouble and handles it
+        if len(body) <= limit:
+            return None
+        return JobTooBig(f"the {what} event is {len(body)} bytes, over the server's "
+                         f"max-job-size of {limit} bytes; return less (e.g. where the result "
+                         f"is stored) or start beanstalkd with a larger -z")
 
     def _failed_message(self, data: Any, queue_id: int, exc: BaseException) -> Any:
         try:
@@ -595,59 +666,118 @@ class Slot:
 
     # -- talking to the server the job came from ---------------------------------------
 
-    def _still_ours(self, lease: Lease) -> bool:
-        """Touch once more before reporting, unless the reservation is certainly fresh."""
-        return lease.fresh() or lease.touch(final=True)
+    def _still_ours(self, deferred: Deferred) -> bool:
+        """Whether a deferred completed event may be put now (the caller holds the lock and
+        writes it next); if not, the job was lost and it is counted so."""
+        try:
+            if deferred.job.held:
+                _ = deferred.job.conn.client  # replies still owed are read before the check
+        except CONNECTION_ERRORS as exc:
+            deferred.job.conn.failed(exc)  # the server releases the job
+        self._retract_strays()  # a started event the owed replies just showed stray
+        if deferred.lease.confirm():
+            return True
+        deferred.log.warning("lease lost before the completed event: nothing reported")
+        self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
+        return False
 
-    def _put(self, job: Reserved, body: bytes, log: Any) -> bool:
+    def _put(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event; on a server refusal the job is released to be tried later."""
+        job = lease.job
         conn = job.conn
         with conn.lock:
             if not job.held:  # the connection was replaced: the server released the job
                 log.warning("event not stored: the job's connection was lost")
                 return False
             try:
-                conn.client.put(body)
-                return True
+                _ = conn.client  # replies still owed are read first
+                if not lease.confirm():
+                    log.warning("lease lost before the event: nothing reported")
+                    return False
+                sent_at = time.monotonic()
+                touch, put = exchange(conn, [lease.touch_command(), put_command(body)])
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
-            except greenstalk.BeanstalkdError as exc:
-                log.error("event not stored: job released for later",
-                          error=type(exc).__name__, delay_s=REPORT_RETRY_DELAY_S)
+            if not lease.touched(touch[0], sent_at):
+                self._retract(conn, put, log, "reported")
+                return False
+            if put[0] != b"INSERTED":
+                log.error("event not stored: job released for later", error=put[0].decode(),
+                          delay_s=REPORT_RETRY_DELAY_S)
                 self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
                 return False
+            return True
 
-    def _put_unanswered(self, job: Reserved, body: bytes, log: Any) -> bool:
+    def _put_unanswered(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event without waiting for the reply (read before the connection's next
-        command): the started event costs no round trip. False if the connection is gone."""
-        conn = job.conn
+        command): the started event costs no round trip. False if the job is not ours."""
+        conn = lease.job.conn
         with conn.lock:
-            if not job.held:
+            if not lease.confirm():
+                log.warning("lease lost before the started event: nothing reported")
                 return False
+            sent_at = time.monotonic()
             try:
-                conn.client._sock.sendall(put_command(body))
+                conn.client._sock.sendall(lease.touch_command() + put_command(body))
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
+            held: list[bool] = []
 
-            def on_reply(status: bytes, values: list[bytes]) -> None:
+            def on_touch(status: bytes, values: list[bytes]) -> None:
+                held.append(lease.touched(status, sent_at))  # if not, the handler stops
+
+            def on_put(status: bytes, values: list[bytes]) -> None:
                 if status != b"INSERTED":
                     log.error("started event not stored", error=status.decode())
+                elif held == [False]:  # deleted with the slot's next command
+                    self._strays.append((conn, int(values[0])))
 
-            conn.owe(on_reply)
+            conn.owe(on_touch)
+            conn.owe(on_put)
         return True
 
-    def _report(self, job: Reserved, message: Any, action: str, log: Any,
+    def _retract(self, conn: Connection, put: Reply, log: Any, what: str) -> None:
+        """Delete an event the server stored after the job stopped being ours (its write
+        was delayed past the TTR): no consumer should take it for the holder's."""
+        if put[0] != b"INSERTED":
+            return
+        event_id = int(put[1][0])
+        log.warning(f"{what} event arrived after the job was lost: deleted", eventID=event_id)
+        try:
+            exchange(conn, [b"delete %d\r\n" % event_id])
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)
+            log.error("could not delete an event stored after the job was lost",
+                      eventID=event_id, error=str(exc))
+
+    def _retract_strays(self) -> None:
+        """Delete the started events found stored after their job was lost."""
+        while self._strays:
+            conn, event_id = self._strays.pop()
+            with conn.lock:
+                self._retract(conn, (b"INSERTED", [b"%d" % event_id], None),
+                              self.worker.log, "started")
+
+    def _report(self, lease: Lease, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
-        body = message if isinstance(message, bytes) else encode(message)
-        if not self._put(job, body, log):
+        body = encode(message)
+        event = getattr(message, "event", None)
+        what = event.value if isinstance(event, Event) else "reported"
+        too_big = self._too_big(lease.job.conn, body, what)
+        if too_big is not None:
+            log.error("event too big for the server: a failed event says so instead",
+                      reason=str(too_big))
+            message, action = _small_failed(message, lease.job.id, too_big), "bury"
+            body = encode(message)
+        if not self._put(lease, body, log):
             return False
-        with job.conn.lock:
-            return self._job_command(job, action, log, delay)
+        with lease.job.conn.lock:
+            return self._job_command(lease.job, action, log, delay)
 
     def _job_command(self, job: Reserved, action: str, log: Any, delay: int = 0) -> bool:
         """delete, bury or release (keeping the job's priority) over the reserving connection."""
@@ -680,11 +810,24 @@ class Slot:
         log.info("job released for another worker", reason=reason)
         return Outcome.RELEASED
 
-    def _progress_sender(self, conn: Connection) -> Callable[[str, bytes], None]:
+    def _progress_sender(self, lease: Lease) -> Callable[[str, bytes], None]:
+        conn = lease.job.conn
+
         def send(tube: str, body: bytes) -> None:
             with self.runner.shield(), conn.lock:
                 try:
-                    conn.use_tube(tube).put(body)
+                    conn.use_tube(tube)  # the put below goes to `tube`
+                    too_big = self._too_big(conn, body, "progress")
+                    if too_big is not None:
+                        raise too_big  # the handler's publish fails with the reason
+                    if not lease.confirm():  # halted: the handler stops when the shield ends
+                        return
+                    sent_at = time.monotonic()
+                    touch, put = exchange(conn, [lease.touch_command(), put_command(body)])
+                    if not lease.touched(touch[0], sent_at):
+                        self._retract(conn, put, self.worker.log, "progress")
+                        return
+                    expect(put, b"INSERTED")  # a refusal raises in the handler's publish
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)
                     raise
@@ -704,3 +847,14 @@ class Slot:
         for conn in self.conns:
             with conn.lock:
                 conn.close()
+
+
+def _small_failed(message: Any, queue_id: int, reason: BaseException) -> Any:
+    """A failed event in place of one too big to put, with the same extension fields."""
+    extra: dict[str, Any] = {key: getattr(message, key, None)
+                             for key in ("attempt", "worker", "at", "seq")}
+    submission_id = getattr(message, "submissionID", None)
+    if submission_id is None:
+        return InvalidJobMessage(queueID=queue_id, reason=str(reason), **extra)
+    return FailedJobMessage(submissionID=submission_id, queueID=queue_id, reason=str(reason),
+                            **extra)

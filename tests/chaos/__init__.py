@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.chaos import batches, core, producer, records
+from tests.chaos import batches, core, producer, records, worker
 from tests.chaos.core import Report
 
 SCENARIOS: dict[str, Callable[[], Report]] = {
     **core.SCENARIOS,
+    **worker.SCENARIOS,
     **records.SCENARIOS,
     **batches.SCENARIOS,
     **producer.SCENARIOS,
