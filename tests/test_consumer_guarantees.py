@@ -3,22 +3,15 @@ a store that goes away keeps the events on the server until it is back."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import msgspec
 import pytest
 
 from bystroq import Producer, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
-from bystroq.records import open_store
-from bystroq.records.sql import SQLStore
+from bystroq.records import Store, open_store
 from bystroq.testing import wait_until
+from tests.chaos.core import fill, small_disk
 from tests.conftest import Tubes
 
 
@@ -34,7 +27,7 @@ def _completed(sid: str, queue_id: int = 1) -> dict[str, object]:
 
 
 def test_poison_events_are_buried_and_the_rest_applied(
-    config: LoadedConfig, tubes: Tubes, store: SQLStore
+    config: LoadedConfig, tubes: Tubes, store: Store
 ) -> None:
     """A NUL in a reason (PostgreSQL refuses NUL in text) is stored escaped; numbers past
     what a column holds (SQLite raised OverflowError) are refused when parsed."""
@@ -62,7 +55,7 @@ def test_poison_events_are_buried_and_the_rest_applied(
 
 
 def test_an_event_the_store_refuses_is_buried_and_its_batch_applied(
-    config: LoadedConfig, tubes: Tubes, store: SQLStore
+    config: LoadedConfig, tubes: Tubes, store: Store
 ) -> None:
     """The database itself refuses one record (a constraint a user added): that event is
     buried, every other event of the same batch is applied, and the consumer goes on."""
@@ -84,55 +77,35 @@ def test_an_event_the_store_refuses_is_buried_and_its_batch_applied(
     assert tubes.counts(events)["buried"] == 1 and tubes.counts(events)["ready"] == 0
 
 
-@contextlib.contextmanager
-def _small_disk(size: str = "3m") -> Iterator[Path]:
-    """A tmpfs of `size` mounted for the test (skipped where mounting is not allowed)."""
-    mount = Path(f"/tmp/bystroq-disk-{uuid.uuid4().hex[:8]}")
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        mount.rmdir()
-        pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        mount.rmdir()
-
-
-def _fill(path: Path) -> None:
-    with path.open("wb") as filler, contextlib.suppress(OSError):
-        while True:
-            filler.write(b"\0" * 65536)
-            filler.flush()
-            os.fsync(filler.fileno())
 
 
 def test_a_full_disk_keeps_events_on_the_server_until_there_is_room(
     config: LoadedConfig, tubes: Tubes
 ) -> None:
     events = config.category("echo").events
-    with _small_disk() as disk, open_store(f"sqlite:///{disk / 'records.db'}") as store:
-        _put(tubes, events, *[_completed(f"a{n}", n) for n in range(50)])
-        with Consumer(config, store) as consumer:
-            consumer.run(burst=True)
-            _fill(disk / "filler")
-            _put(tubes, events, *[{**_completed(f"b{n}", 100 + n), "pad": "x" * 2000}
-                                  for n in range(300)])
-            stats = consumer.run(burst=True)  # returns: the store is down, events wait
-            assert stats.store_outages >= 1
-            assert tubes.counts(events)["ready"] + tubes.counts(events)["reserved"] > 0
-            assert tubes.counts(events)["buried"] == 0
-            (disk / "filler").unlink()
-            wait_until(lambda: store.available_in() == 0, timeout_s=10)  # its backoff
-            consumer.run(burst=True)
-        assert store.count_by_state() == {"completed": 350}
-        assert tubes.counts(events) == {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
+    with small_disk() as disk:
+        if disk is None:
+            pytest.skip("cannot mount a small file system here")
+        with open_store(f"sqlite:///{disk / 'records.db'}") as store:
+            _put(tubes, events, *[_completed(f"a{n}", n) for n in range(50)])
+            with Consumer(config, store) as consumer:
+                consumer.run(burst=True)
+                fill(disk / "filler")
+                _put(tubes, events, *[{**_completed(f"b{n}", 100 + n), "pad": "x" * 2000}
+                                      for n in range(300)])
+                stats = consumer.run(burst=True)  # returns: the store is down, events wait
+                assert stats.store_outages >= 1
+                assert tubes.counts(events)["ready"] + tubes.counts(events)["reserved"] > 0
+                assert tubes.counts(events)["buried"] == 0
+                (disk / "filler").unlink()
+                wait_until(lambda: store.available_in() == 0, timeout_s=10)  # its backoff
+                consumer.run(burst=True)
+            assert store.count_by_state() == {"completed": 350}
+            assert tubes.counts(events) == {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
 
 
 def test_submission_ids_1_and_quoted_1_are_two_submissions(
-    config: LoadedConfig, store: SQLStore
+    config: LoadedConfig, store: Store
 ) -> None:
     """The record key keeps the id's type: both jobs run and both results are kept."""
     with Producer(config, recorder=store) as producer:

@@ -8,6 +8,7 @@ Each scenario starts its own beanstalkd servers and worker processes and stops t
 from __future__ import annotations
 
 import functools
+import os
 import random
 import signal
 import subprocess
@@ -380,3 +381,41 @@ def _reserved(run: Run, tube: str) -> int:
             return int(client.stats_tube(tube)["current-jobs-reserved"])
         except greenstalk.NotFoundError:  # no job left: the tube is gone
             return 0
+
+
+def jobs_in(run: Run, tube: str, states: Sequence[str] = ("ready", "reserved")) -> int:
+    """Jobs of `tube` in `states` on the run's first server (0 when the tube is gone)."""
+    server = run.servers[0]
+    with greenstalk.Client((server.host, server.port), encoding=None) as client:
+        try:
+            stats = client.stats_tube(tube)
+        except greenstalk.NotFoundError:
+            return 0
+    counts: dict[str, object] = dict(stats)
+    return sum(int(str(counts[f"current-jobs-{state}"])) for state in states)
+
+
+@contextmanager
+def small_disk(size: str = "4m") -> Iterator[Path | None]:
+    """A tmpfs of `size` mounted for the caller, or None where mounting is not allowed."""
+    mount = Path(tempfile.mkdtemp(prefix="bystroq-disk-"))
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        mount.rmdir()
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def fill(path: Path) -> None:
+    """Write `path` until its file system is full."""
+    with path.open("wb") as filler, suppress(OSError):
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+            os.fsync(filler.fileno())

@@ -27,7 +27,7 @@ from bystroq.errors import SubmitOutcomeUnknown
 from bystroq.producer import Producer
 from bystroq.records import Store, open_store
 from bystroq.testing import Beanstalkd, config_for, config_text, free_port, wait_until
-from tests.chaos.core import Report, Run, chaos_run
+from tests.chaos.core import Report, Run, chaos_run, jobs_in
 
 # -- a relay that stops forwarding without closing anything ------------------------------
 
@@ -316,7 +316,8 @@ def store_restart(jobs: int = 30) -> Report:
             for submission_id in ids[third:2 * third]:
                 submit(submission_id)
             with contextlib.suppress(TimeoutError):  # their events pile up meanwhile
-                wait_until(lambda: _unfinished(run) == 0, timeout_s=10)
+                wait_until(lambda: jobs_in(run, run.config.category("echo").submission) == 0,
+                           timeout_s=10)
             postgres.start()
             with contextlib.suppress(TimeoutError):  # the store reconnects after a backoff
                 wait_until(functools.partial(_answers, producer_store), timeout_s=15)
@@ -338,18 +339,6 @@ def _answers(store: Store) -> bool:
     except Exception:
         return False
     return True
-
-
-def _unfinished(run: Run) -> int:
-    """Jobs ready or running on the run's first server."""
-    tube = run.config.category("echo").submission
-    server = run.servers[0]
-    with greenstalk.Client((server.host, server.port), encoding=None) as client:
-        try:
-            stats = client.stats_tube(tube)
-        except greenstalk.NotFoundError:
-            return 0
-    return int(stats["current-jobs-ready"]) + int(stats["current-jobs-reserved"])
 
 
 def _submitter(producer: Producer, errors: list[str]) -> Callable[[str], None]:

@@ -10,14 +10,12 @@ completed (every job here completes).
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import greenstalk
 import msgspec
@@ -25,7 +23,7 @@ import msgspec
 from bystroq.producer import Producer
 from bystroq.records import open_store
 from bystroq.testing import config_for, config_text
-from tests.chaos.core import Report, Run, chaos_run
+from tests.chaos.core import Report, Run, chaos_run, fill, jobs_in, small_disk
 from tests.conftest import POSTGRES_URL
 
 
@@ -148,27 +146,11 @@ def _wait(done: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-@contextlib.contextmanager
-def _small_disk(size: str = "4m") -> Iterator[Path | None]:
-    mount = Path(f"/tmp/bystroq-disk-{uuid.uuid4().hex[:8]}")
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-                          capture_output=True)
-    if made.returncode != 0:
-        mount.rmdir()
-        yield None
-        return
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        mount.rmdir()
-
 
 def sqlite_disk_full(jobs: int = 400) -> Report:
     """The SQLite store's file system fills up mid-run, then has room again: the consumer
     keeps the events on the server meanwhile and applies them all afterwards."""
-    with _small_disk() as disk:
+    with small_disk() as disk:
         if disk is None:
             report = Report(scenario="SQLite store on a full file system", submitted=0)
             report.notes.append("skipped: cannot mount a tmpfs here")
@@ -185,13 +167,13 @@ def sqlite_disk_full(jobs: int = 400) -> Report:
                     producer.submit("echo", {"submissionID": submission_id})
                 _wait(lambda: len(_done(records, ids)) >= jobs // 4, 60)
                 filler = disk / "filler"
-                _fill(filler)
+                fill(filler)
                 for submission_id in ids[jobs // 2:]:
                     producer.submit("echo", {"submissionID": submission_id,
                                              "message": "x" * 2000})
             events = run.config.category("echo").events
-            _wait(lambda: _ready(run, events) > 0, 30)  # events wait on the server
-            waited = _ready(run, events)
+            _wait(lambda: jobs_in(run, events) > 0, 30)  # events wait on the server
+            waited = jobs_in(run, events)
             filler.unlink()
             wrong = _settle(records, ids, 90)
             report = _report("SQLite store on a full file system", ids, wrong, started, [],
@@ -200,25 +182,9 @@ def sqlite_disk_full(jobs: int = 400) -> Report:
             return report
 
 
-def _fill(path: Path) -> None:
-    with path.open("wb") as filler, contextlib.suppress(OSError):
-        while True:
-            filler.write(b"\0" * 65536)
-            filler.flush()
-            os.fsync(filler.fileno())
 
 
-def _ready(run: Run, tube: str) -> int:
-    server = run.servers[0]
-    with greenstalk.Client((server.host, server.port), encoding=None) as client:
-        try:
-            stats = client.stats_tube(tube)
-        except greenstalk.NotFoundError:
-            return 0
-    return int(stats["current-jobs-ready"]) + int(stats["current-jobs-reserved"])
-
-
-POISON_EVENTS = (
+POISON_EVENTS: tuple[dict[str, object], ...] = (
     {"event": "failed", "submissionID": "nul", "reason": "KeyError: 'a\x00b'"},
     {"event": "completed", "submissionID": "big-attempt", "attempt": 2**63},
     {"event": "progress", "submissionID": "big-progress", "data": {"progress": 2**64}},
@@ -252,7 +218,7 @@ def poison_events(jobs: int = 300) -> Report:
             wrong += _settle(records, ids, 60)
         report = _report("poison events among 300 (SQLite and PostgreSQL)", ids * 2, wrong,
                          started, [], consumers)
-        report.buried = _buried(run, events)  # of the last backend's tube
+        report.buried = jobs_in(run, events, ['buried'])  # of the last backend's tube
         return report
 
 
@@ -262,14 +228,6 @@ def _put(run: Run, tube: str, bodies: Sequence[dict[str, object]]) -> None:
         for body in bodies:
             client.put(msgspec.json.encode(body))
 
-
-def _buried(run: Run, tube: str) -> int:
-    server = run.servers[0]
-    with greenstalk.Client((server.host, server.port), encoding=None) as client:
-        try:
-            return int(client.stats_tube(tube)["current-jobs-buried"])
-        except greenstalk.NotFoundError:
-            return 0
 
 
 SCENARIOS: dict[str, Callable[[], Report]] = {
