@@ -20,6 +20,13 @@ ENV_VAR = "BYSTROQ_CONFIG"
 TEMPLATE_NAME = "beanstalk.clean.yml"
 
 
+# The two generations of Bystro's wire, named by how they spell the submission's id: the
+# design document's `submissionID`/`queueID` and, since Feb 2024, camelCase
+# `submissionId`/`queueId` (msgspec rename="camel"). bystroq reads both; the top-level
+# `wire:` setting says which its workers write.
+Wire = Literal["submissionID", "submissionId"]
+DEFAULT_WIRE: Wire = "submissionID"
+
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -92,6 +99,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     beanstalkd: QueueConf
     records: str | None = None
+    # Which generation of Bystro's wire workers write: `submissionID`/`queueID`, or
+    # camelCase `submissionId`/`queueId` (Bystro since Feb 2024). Both are always read.
+    wire: Wire = DEFAULT_WIRE
 
 
 @dataclass(frozen=True)

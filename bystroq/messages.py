@@ -8,14 +8,25 @@ are optional and left out of the JSON when unset, so Bystro consumers keep worki
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from bystroq.config import Wire
 from bystroq.errors import DecodeError
 
 SubmissionID = str | int
+
+# The id fields of each generation of the wire (see config.Wire); bystroq reads both.
+ID_FIELDS: dict[str, tuple[str, str]] = {
+    "submissionID": ("submissionID", "queueID"),
+    "submissionId": ("submissionId", "queueId"),
+}
+_SPELLING_OF_KEY = {"submissionID": "submissionID", "queueID": "submissionID",
+                    "submissionId": "submissionId", "queueId": "submissionId"}
+_CANONICAL_KEY = {"submissionId": "submissionID", "queueId": "queueID"}
 
 
 class Event(str, enum.Enum):
@@ -142,9 +153,19 @@ class JobDecoder(Generic[M]):
     def __init__(self, struct: type[M]) -> None:
         self.struct = struct
         self._decoder = msgspec.json.Decoder(struct)
+        # The submission id's key this Struct expects, and the other generation's.
+        own = _id_key(struct)
+        other = {"submissionID": "submissionId", "submissionId": "submissionID"}.get(own or "")
+        self._keys = (own, other) if own and other else None
 
     def decode(self, body: bytes | str) -> M:
-        """Decode and validate; a DecodeError says what was expected and what came."""
+        """Decode and validate; a DecodeError says what was expected and what came.
+
+        A body in the other generation's spelling (`submissionId` for a Struct that
+        expects `submissionID`, or the reverse) decodes the same; one with both spellings,
+        differing, is invalid."""
+        if self._keys is not None and _mentions(body, self._keys[1]):
+            body = self._respelled(body, *self._keys)
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -164,6 +185,40 @@ class JobDecoder(Generic[M]):
             ) from None
 
 
+    def _respelled(self, body: bytes | str, own: str, other: str) -> bytes | str:
+        try:
+            data = json_value(body)
+        except DecodeError:
+            return body  # the Struct's own decoder says what is wrong
+        if not isinstance(data, dict) or other not in data:
+            return body  # the key was only inside a value
+        value = data.pop(other)
+        if own in data and not _same_id(data[own], value):
+            raise DecodeError(
+                f"fields `{own}` and `{other}` differ ({data[own]!r} and {value!r}): one "
+                f"submission has one id (job type {self.struct.__name__})"
+            )
+        data[own] = value
+        return _ENCODE(data)
+
+
+def _id_key(struct: type[msgspec.Struct]) -> str | None:
+    """The key under which a Struct expects the submission's id, if it has one."""
+    for field in msgspec.structs.fields(struct):
+        if field.name in ("submissionID", "submission_id"):
+            return field.encode_name
+    return None
+
+
+def _mentions(body: bytes | str, key: str) -> bool:
+    needle = f'"{key}"'
+    return needle in body if isinstance(body, str) else needle.encode() in body
+
+
+def _same_id(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b
+
+
 TOO_DEEP = "body is nested too deeply to decode (arrays or objects inside each other)"
 
 
@@ -178,25 +233,69 @@ def json_value(body: bytes | str) -> Any:
 
 
 class _Identified(msgspec.Struct):
-    """Only a job's submissionID (unknown fields are skipped)."""
+    """Only a job's submission id, in either spelling (unknown fields are skipped)."""
 
-    submissionID: SubmissionID
+    submissionID: SubmissionID | None = None
+    submissionId: SubmissionID | None = None
 
 
 _DECODE_ID = msgspec.json.Decoder(_Identified).decode
 
 
 def submission_id_of(body: bytes) -> SubmissionID | None:
-    """A job body's submissionID if it has one that decodes, else None; never raises."""
+    """A job body's submission id (either spelling) if it has one that decodes, else None;
+    never raises."""
     try:
-        return _DECODE_ID(body).submissionID
+        ids = _DECODE_ID(body)
     except Exception:
         return None
+    return ids.submissionID if ids.submissionID is not None else ids.submissionId
 
 
-def encode(message: Any) -> bytes:
-    """A message (Struct, or anything msgspec encodes) as JSON bytes."""
+def encode(message: Any, wire: Wire | None = None) -> bytes:
+    """A message (Struct, or anything msgspec encodes) as JSON bytes; with `wire`, its
+    top-level submission and queue ids in that spelling."""
+    if wire is not None:
+        if isinstance(message, msgspec.Struct):
+            if spelling_of(type(message)) in (wire, None):
+                return _ENCODE(message)
+            message = msgspec.to_builtins(message)
+        if isinstance(message, dict):
+            message = respell(message, wire)
     return _ENCODE(message)
+
+
+@functools.lru_cache(maxsize=256)
+def spelling_of(struct: type[msgspec.Struct]) -> Wire | None:
+    """Which generation of the wire a Struct's id fields are spelled in (None: it has none)."""
+    for key in struct.__struct_encode_fields__:
+        if key in _SPELLING_OF_KEY:
+            return "submissionID" if _SPELLING_OF_KEY[key] == "submissionID" else "submissionId"
+    return None
+
+
+def respell(data: dict[str, Any], wire: Wire) -> dict[str, Any]:
+    """`data` with its top-level id keys spelled as `wire` spells them (order kept)."""
+    submission, queue = ID_FIELDS[wire]
+    names = {"submissionID": submission, "submissionId": submission,
+             "queueID": queue, "queueId": queue}
+    return {names.get(key, key): value for key, value in data.items()}
+
+
+def canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """An event read in either spelling, with its ids under `submissionID`/`queueID`;
+    DecodeError if it carries both spellings of one id with different values."""
+    if "submissionId" not in data and "queueId" not in data:
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _CANONICAL_KEY.get(key, key)
+        if name in out and not _same_id(out[name], value):
+            other = next(k for k, v in _CANONICAL_KEY.items() if v == name)
+            raise DecodeError(f"fields `{name}` and `{other}` differ ({out[name]!r} and "
+                              f"{value!r}): an event is about one submission")
+        out[name] = value
+    return out
 
 
 def explain_validation(exc: msgspec.ValidationError) -> str:
@@ -214,9 +313,25 @@ _STAMPED = (EventMessage, InvalidJobMessage)
 
 
 def stamp(message: Any, **fields: Any) -> Any:
-    """`message` with bystroq's extension fields set (left as is if it has none)."""
+    """`message` with bystroq's extension fields set.
+
+    A bystroq event gets them as its own fields; another Struct that carries a submission
+    or queue id (a Bystro message, camelCase or not) becomes a dict with them added in its
+    spelling (`queueId` beside `submissionId`), keys it has already kept as they are; any
+    other message is left as is."""
     if isinstance(message, _STAMPED):
         return msgspec.structs.replace(message, **fields)
+    if isinstance(message, msgspec.Struct):
+        spelling = spelling_of(type(message))
+        if spelling is None:
+            return message
+        data = msgspec.to_builtins(message)
+        queue_key = ID_FIELDS[spelling][1]
+        for name, value in fields.items():
+            key = queue_key if name == "queueID" else name
+            if value is not None and key not in data:
+                data[key] = value
+        return data
     return message
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from bystroq.messages import ProgressData, ProgressMessage, encode
+from bystroq.config import Wire
+from bystroq.messages import ProgressData, ProgressMessage, encode, stamp
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server
 
 # put(tube, body): how events reach the server; the worker passes one that reuses its
@@ -35,12 +36,20 @@ class ProgressPublisher:
                                compare=False)
     last_seq: int = field(default=0, repr=False, compare=False)
     reporters: list[ProgressReporter] = field(default_factory=list, repr=False, compare=False)
+    # The spelling of the ids written (the config's `wire:`); None: as the message has them.
+    wire: Wire | None = field(default=None, repr=False, compare=False)
 
     def publish(self, data: ProgressData | str | None) -> None:
         """Put one progress event with `data` on the events tube."""
+        self.put(msgspec.structs.replace(self.message, data=data))
+
+    def put(self, message: msgspec.Struct) -> None:
+        """Put one progress event built elsewhere (e.g. a Bystro-shaped message), with the
+        template's extension fields (queueID, attempt, worker), `at` and the next `seq`."""
         self.last_seq = next(self.seq)
-        msg = msgspec.structs.replace(self.message, data=data, at=time.time(), seq=self.last_seq)
-        body = encode(msg)
+        fields = {name: getattr(self.message, name, None)
+                  for name in ("queueID", "attempt", "worker")}
+        body = encode(stamp(message, **fields, at=time.time(), seq=self.last_seq), self.wire)
         if self.sender is None:
             self.sender = own_sender(self.host, self.port)
         self.sender(self.queue, body)
