@@ -153,10 +153,8 @@ class JobDecoder(Generic[M]):
     def __init__(self, struct: type[M]) -> None:
         self.struct = struct
         self._decoder = msgspec.json.Decoder(struct)
-        # The submission id's key this Struct expects, and the other generation's.
-        own = _id_key(struct)
-        other = {"submissionID": "submissionId", "submissionId": "submissionID"}.get(own or "")
-        self._keys = (own, other) if own and other else None
+        # (key this Struct expects, the other generation's) for its submission and queue ids.
+        self._keys = _id_keys(struct)
 
     def decode(self, body: bytes | str) -> M:
         """Decode and validate; a DecodeError says what was expected and what came.
@@ -164,8 +162,8 @@ class JobDecoder(Generic[M]):
         A body in the other generation's spelling (`submissionId` for a Struct that
         expects `submissionID`, or the reverse) decodes the same; one with both spellings,
         differing, is invalid."""
-        if self._keys is not None and _mentions(body, self._keys[1]):
-            body = self._respelled(body, *self._keys)
+        if any(_mentions(body, other) for _, other in self._keys):
+            body = self._respelled(body)
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -185,29 +183,36 @@ class JobDecoder(Generic[M]):
             ) from None
 
 
-    def _respelled(self, body: bytes | str, own: str, other: str) -> bytes | str:
+    def _respelled(self, body: bytes | str) -> bytes | str:
         try:
             data = json_value(body)
         except DecodeError:
             return body  # the Struct's own decoder says what is wrong
-        if not isinstance(data, dict) or other not in data:
-            return body  # the key was only inside a value
-        value = data.pop(other)
-        if own in data and not _same_id(data[own], value):
-            raise DecodeError(
-                f"fields `{own}` and `{other}` differ ({data[own]!r} and {value!r}): one "
-                f"submission has one id (job type {self.struct.__name__})"
-            )
-        data[own] = value
+        if not isinstance(data, dict):
+            return body
+        for own, other in self._keys:
+            if other not in data:
+                continue  # the key was only inside a value
+            value = data.pop(other)
+            if own in data and not _same_id(data[own], value):
+                raise DecodeError(
+                    f"fields `{own}` and `{other}` differ ({data[own]!r} and {value!r}): "
+                    f"one id, two values (job type {self.struct.__name__})"
+                )
+            data[own] = value
         return _ENCODE(data)
 
 
-def _id_key(struct: type[msgspec.Struct]) -> str | None:
-    """The key under which a Struct expects the submission's id, if it has one."""
-    for field in msgspec.structs.fields(struct):
-        if field.name in ("submissionID", "submission_id"):
-            return field.encode_name
-    return None
+_OTHER_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID",
+                   "queueID": "queueId", "queueId": "queueID"}
+
+
+def _id_keys(struct: type[msgspec.Struct]) -> list[tuple[str, str]]:
+    """(key a Struct expects, the other generation's key) for its submission and queue ids."""
+    names = ("submissionID", "submission_id", "queueID", "queue_id")
+    return [(f.encode_name, _OTHER_SPELLING[f.encode_name])
+            for f in msgspec.structs.fields(struct)
+            if f.name in names and f.encode_name in _OTHER_SPELLING]
 
 
 def _mentions(body: bytes | str, key: str) -> bool:

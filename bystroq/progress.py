@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -17,6 +18,12 @@ from bystroq.servers import CONNECTION_ERRORS, Connection, Server
 # put(tube, body): how events reach the server; the worker passes one that reuses its
 # connection, else the reporter opens its own.
 Sender = Callable[[str, bytes], None]
+
+
+class Flushable(Protocol):
+    """A reporter that may hold its last count back until the handler ends."""
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -35,7 +42,7 @@ class ProgressPublisher:
     seq: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False,
                                compare=False)
     last_seq: int = field(default=0, repr=False, compare=False)
-    reporters: list[ProgressReporter] = field(default_factory=list, repr=False, compare=False)
+    reporters: list[Flushable] = field(default_factory=list, repr=False, compare=False)
     # The spelling of the ids written (the config's `wire:`); None: as the message has them.
     wire: Wire | None = field(default=None, repr=False, compare=False)
 
