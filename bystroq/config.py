@@ -68,10 +68,12 @@ class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("expected at least one address `host:port`")
         for address in self.addresses:
             parse_address(address)
-        # Bystro passes plain dicts; accept them as it does.
-        for name, conf in list(self.tubes.items()):
-            if isinstance(conf, dict):
-                self.tubes[name] = msgspec.convert(conf, CategoryConfig)
+        # Bystro passes plain dicts; accept them as it does, into a dict of our own (the
+        # caller's, often the loaded YAML, is left as it was).
+        if any(isinstance(conf, dict) for conf in self.tubes.values()):
+            tubes = {name: msgspec.convert(conf, CategoryConfig) if isinstance(conf, dict)
+                     else conf for name, conf in self.tubes.items()}
+            msgspec.structs.force_setattr(self, "tubes", tubes)
         _check_tubes_distinct(self.tubes)
 
     def split_host_port(self) -> list[tuple[str, int]]:

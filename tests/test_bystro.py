@@ -246,3 +246,13 @@ def test_a_bystro_style_listener_runs_unchanged(
     assert (fail.state, fail.reason) == ("failed", "asked to fail after 3 lines")
     invalid = store.get(orphan_id(server.address, ids["garbage"]))
     assert invalid is not None and invalid.state == "failed"
+
+
+def test_bystroqs_own_queue_conf_leaves_the_callers_dict_alone() -> None:
+    from bystroq import QueueConf as BystroqQueueConf
+
+    raw = {"addresses": ["127.0.0.1:11300"],
+           "tubes": {"count": {"submission": "count", "events": "count_events"}}}
+    conf = BystroqQueueConf(**raw)  # type: ignore[arg-type]
+    assert conf.tubes["count"].events == "count_events"
+    assert raw["tubes"] == {"count": {"submission": "count", "events": "count_events"}}
