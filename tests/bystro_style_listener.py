@@ -11,6 +11,7 @@ Run: python tests/bystro_style_listener.py --queue_conf FILE --out_name NAME
 import argparse  # noqa: I001 (two import lines, as in a Bystro listener)
 import logging
 import os
+import time
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -40,6 +41,8 @@ class CountJobData(BaseMessage, frozen=True, rename="camel"):
     input_path: str
     out_dir: str
     fail: bool = False
+    wait_for: str | None = None  # a path: the handler waits until it exists
+    exit_code: int | None = None  # the handler's process exits with it
 
 
 class CountResults(Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
@@ -55,6 +58,11 @@ class CountJobCompleteMessage(CompletedJobMessage, frozen=True, kw_only=True, re
 def handler_fn(publisher: ProgressPublisher, job_data: CountJobData, out_name: str) -> CountResults:
     reporter = get_progress_reporter(publisher, update_interval=2)
     reporter.message.remote("Counting lines")
+    if job_data.wait_for is not None:
+        while not os.path.exists(job_data.wait_for):
+            time.sleep(0.05)
+    if job_data.exit_code is not None:
+        os._exit(job_data.exit_code)
     lines = 0
     with open(job_data.input_path) as f:
         for _ in f:

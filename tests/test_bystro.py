@@ -8,6 +8,7 @@ through `listen` in a subprocess, inline and in a forked child per job.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ from bystroq.consumer import Consumer
 from bystroq.messages import JobDecoder, record_key
 from bystroq.records import Store
 from bystroq.records.model import orphan_id
-from bystroq.testing import Beanstalkd, free_port
+from bystroq.testing import Beanstalkd, free_port, wait_until
 from tests.conftest import Tubes
 
 LISTENER = Path(__file__).with_name("bystro_style_listener.py")
@@ -256,3 +257,44 @@ def test_bystroqs_own_queue_conf_leaves_the_callers_dict_alone() -> None:
     conf = BystroqQueueConf(**raw)  # type: ignore[arg-type]
     assert conf.tubes["count"].events == "count_events"
     assert raw["tubes"] == {"count": {"submission": "count", "events": "count_events"}}
+
+
+def test_sigterm_drains_and_a_dead_handler_fails_its_job(
+    server: Beanstalkd, prefix: str, tubes: Tubes, tmp_path: Path,
+) -> None:
+    lines, go = tmp_path / "in.txt", tmp_path / "go"
+    lines.write_text("a\n")
+    job = {"inputPath": str(lines), "outDir": str(tmp_path)}
+    with tubes.client(use=f"{prefix}count") as client:
+        dies = client.put(msgspec.json.encode({"submissionId": "dies", **job, "exitCode": 3}))
+        waits = client.put(msgspec.json.encode({"submissionId": "waits", **job,
+                                                "waitFor": str(go)}))
+    config_path = _config_file(tmp_path, server, prefix, "fork")
+    seen: list[dict[str, Any]] = []
+
+    def running() -> bool:
+        seen.extend(tubes.events(f"{prefix}count_events"))
+        return any(e.get("submissionId") == "waits" and e["event"] == "progress" for e in seen)
+
+    with subprocess.Popen(
+        [sys.executable, str(LISTENER), "--queue_conf", str(config_path), "--out_name", "n"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            wait_until(running, timeout_s=30)
+            proc.send_signal(signal.SIGTERM)  # stop reserving; the running job may finish
+            go.touch()
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    seen.extend(tubes.events(f"{prefix}count_events"))
+    jobs = _by_job(seen)
+    assert [e["event"] for e in jobs["dies"]] == ["started", "progress", "failed"]
+    assert jobs["dies"][-1]["reason"] == "handler process exited with exit code 3"
+    assert jobs["dies"][-1]["queueId"] == dies
+    assert [e["event"] for e in jobs["waits"]][-1] == "completed"
+    assert jobs["waits"][-1]["queueId"] == waits
+    assert tubes.counts(f"{prefix}count") == {"ready": 0, "reserved": 0, "delayed": 0,
+                                              "buried": 1}
