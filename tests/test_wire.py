@@ -23,6 +23,8 @@ from bystroq.messages import (
     stamp,
     submission_id_of,
 )
+from bystroq.producer import Producer
+from bystroq.records import Store
 from bystroq.records.model import parse_event
 from bystroq.testing import Beanstalkd, config_for
 from bystroq.worker import Listener
@@ -160,3 +162,19 @@ def test_bystroq_events_shows_either_spelling_alike(spelling: str) -> None:
 
     event = {"event": "progress", spelling: "s1", "data": {"progress": 3, "skipped": 0}}
     assert format_event("srv", event) == 'srv progress  s1 data={"progress": 3, "skipped": 0}'
+
+
+@pytest.mark.parametrize("wire", ["submissionID", "submissionId"])
+def test_the_producer_writes_jobs_in_the_configured_spelling_and_records_either(
+    server: Beanstalkd, prefix: str, tubes: Tubes, wire: str, store: Store,
+) -> None:
+    config = config_for([server.address], prefix=prefix)
+    config = type(config)(msgspec.structs.replace(config.config, wire=wire), config.source)
+    with Producer(config, recorder=store) as producer:
+        producer.submit("echo", OldJob(submissionID="s", path="p"))
+        producer.submit("echo", {"submissionId": "m", "path": "p"})
+        producer.submit("echo", b'{"submissionId": "b", "path": "p"}')
+    with tubes.client(watch=f"{prefix}echo") as client:
+        first = msgspec.json.decode(client.reserve(0).body)
+    assert first == {wire: "s", "path": "p"}
+    assert all(store.get(sid) is not None for sid in ("s", "m", "b"))
