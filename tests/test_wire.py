@@ -14,18 +14,20 @@ from bystroq import (
     WorkerOptions,
 )
 from bystroq.config import parse
+from bystroq.consumer import Consumer
 from bystroq.errors import ConfigError, DecodeError
 from bystroq.messages import (
     InvalidJobMessage,
     JobDecoder,
     canonical,
     encode,
+    record_key,
     stamp,
     submission_id_of,
 )
 from bystroq.producer import Producer
 from bystroq.records import Store
-from bystroq.records.model import parse_event
+from bystroq.records.model import orphan_id, parse_event
 from bystroq.testing import Beanstalkd, config_for
 from bystroq.worker import Listener
 from tests.conftest import Tubes
@@ -178,3 +180,34 @@ def test_the_producer_writes_jobs_in_the_configured_spelling_and_records_either(
         first = msgspec.json.decode(client.reserve(0).body)
     assert first == {wire: "s", "path": "p"}
     assert all(store.get(sid) is not None for sid in ("s", "m", "b"))
+
+
+@pytest.mark.parametrize("spelling", ["submissionID", "submissionId"])
+def test_the_consumer_builds_the_same_records_from_either_spelling(
+    server: Beanstalkd, prefix: str, tubes: Tubes, store: Store, spelling: str,
+) -> None:
+    config = config_for([server.address], prefix=prefix)
+    queue = spelling.replace("submission", "queue")
+    run = {queue: 11, "attempt": 1, "worker": "w"}
+    events = [
+        {"event": "started", spelling: 5, **run, "at": 1.0, "seq": 0},
+        {"event": "progress", spelling: 5, **run, "at": 2.0, "seq": 1,
+         "data": {"progress": 40, "skipped": 2}},
+        {"event": "completed", spelling: 5, **run, "at": 3.0, "seq": 2, "outFile": "/o"},
+        {"event": "started", spelling: "5", queue: 12, "attempt": 1},
+        {"event": "failed", spelling: "5", queue: 12, "attempt": 1, "reason": "boom"},
+        {"event": "failed", queue: 13, "reason": "not JSON"},
+    ]
+    with tubes.client(use=f"{prefix}echo_events") as client:
+        for event in events:
+            client.put(msgspec.json.encode(event))
+    with Consumer(config, store) as consumer:
+        assert consumer.run(burst=True).applied == len(events)
+    number, text = store.get(record_key(5)), store.get(record_key("5"))
+    assert number is not None and text is not None
+    assert (number.state, number.queue_id, number.progress, number.skipped, number.result,
+            number.worker, number.started_at, number.finished_at) == (
+        "completed", 11, 40, 2, {"outFile": "/o"}, "w", 1.0, 3.0)
+    assert (text.state, text.queue_id, text.reason) == ("failed", 12, "boom")
+    orphan = store.get(orphan_id(server.address, 13))
+    assert orphan is not None and (orphan.state, orphan.reason) == ("failed", "not JSON")
