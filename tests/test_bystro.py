@@ -11,13 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from bystroq import bystro
+from bystroq import Listener, Worker, WorkerOptions, bystro
 from bystroq.bystro import (
     BaseMessage,
     CompletedJobMessage,
@@ -298,3 +299,42 @@ def test_sigterm_drains_and_a_dead_handler_fails_its_job(
     assert jobs["waits"][-1]["queueId"] == waits
     assert tubes.counts(f"{prefix}count") == {"ready": 0, "reserved": 0, "delayed": 0,
                                               "buried": 1}
+
+
+def test_a_forked_handler_past_its_timeout_is_killed_and_fails(
+    server: Beanstalkd, prefix: str, tubes: Tubes,
+) -> None:
+    class Job(BaseMessage, frozen=True):
+        block: bool
+
+    class Done(CompletedJobMessage, frozen=True, kw_only=True):
+        saw: int
+
+    seen_in_parent = []  # a closure over local state: the child needs no pickling of it
+
+    def handler_fn(publisher: ProgressPublisher, job: Job) -> int:
+        if job.block:
+            threading.Event().wait()  # until the worker kills the child
+        return len(seen_in_parent)
+
+    def completed_msg_fn(job: Job, result: int) -> Done:
+        return Done(job.submission_id, saw=result)
+
+    seen_in_parent.append(1)
+    raw = {"addresses": [server.address],
+           "tubes": {"t": {"submission": f"{prefix}t", "events": f"{prefix}t_events",
+                           "timeout": 0.5}}}
+    listener = Listener(Job, handler_fn, lambda job: SubmittedJobMessage(job.submission_id),  # type: ignore[arg-type]
+                        completed_msg_fn)
+    with tubes.client(use=f"{prefix}t") as client:
+        client.put(b'{"submissionId": "quick", "block": false}')
+        blocked = client.put(b'{"submissionId": "stuck", "block": true}')
+    options = WorkerOptions(runner_factory=bystro.ForkRunner)
+    with Worker(bystro._loaded_config(QueueConf(**raw)), "t", listener, options) as worker:
+        assert worker.step().value == "completed"
+        assert worker.step().value == "failed"
+    events = tubes.events(f"{prefix}t_events")
+    assert [(e["event"], e["submissionId"]) for e in events] == [
+        ("started", "quick"), ("completed", "quick"), ("started", "stuck"), ("failed", "stuck")]
+    assert events[1]["saw"] == 1
+    assert "timeout" in events[3]["reason"] and events[3]["queueId"] == blocked
