@@ -67,6 +67,7 @@ __all__ = [
     "field",
     "get_progress_reporter",
     "listen",
+    "loaded_config",
 ]
 
 SubmissionID = str | int
@@ -379,7 +380,7 @@ def listen(
     """
     logging.basicConfig(level=logging.INFO)  # Bystro did this at import; bystroq never does
     log_setup.configure()
-    config = _loaded_config(queue_conf)
+    config = loaded_config(queue_conf)
     listener = Listener(
         job_data_type=job_data_type,  # type: ignore[arg-type] # Bystro's, not bystroq's, base
         handler_fn=handler_fn,
@@ -399,8 +400,9 @@ def listen(
     sys.exit(code)
 
 
-def _loaded_config(queue_conf: QueueConf) -> LoadedConfig:
-    """bystroq's configuration for a Bystro QueueConf, writing Bystro's final spelling."""
+def loaded_config(queue_conf: QueueConf) -> LoadedConfig:
+    """bystroq's configuration for a Bystro QueueConf, writing Bystro's final spelling
+    (what `listen` runs its Worker with)."""
     tubes = {name: msgspec.convert(dict(conf), CategoryConfig)
              for name, conf in queue_conf.tubes.items()}
     beanstalkd = BystroqQueueConf(addresses=list(queue_conf.addresses), tubes=tubes)

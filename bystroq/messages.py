@@ -3,6 +3,8 @@
 Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
 submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq)
 are optional and left out of the JSON when unset, so Bystro consumers keep working.
+Ids are read in both generations of Bystro's wire (`submissionID`/`queueID` and camelCase
+`submissionId`/`queueId`) and written in the one `encode` is given (config.Wire).
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class JobDecoder(Generic[M]):
         self._decoder = msgspec.json.Decoder(struct)
         # (key this Struct expects, the other generation's) for its submission and queue ids.
         self._keys = _id_keys(struct)
+        self._needles = [f'"{other}"'.encode() for _, other in self._keys]
 
     def decode(self, body: bytes | str) -> M:
         """Decode and validate; a DecodeError says what was expected and what came.
@@ -162,7 +165,7 @@ class JobDecoder(Generic[M]):
         A body in the other generation's spelling (`submissionId` for a Struct that
         expects `submissionID`, or the reverse) decodes the same; one with both spellings,
         differing, is invalid."""
-        if any(_mentions(body, other) for _, other in self._keys):
+        if self._needles and _mentions(body, self._needles):
             body = self._respelled(body)
         try:
             return self._decoder.decode(body)
@@ -215,9 +218,9 @@ def _id_keys(struct: type[msgspec.Struct]) -> list[tuple[str, str]]:
             if f.name in names and f.encode_name in _OTHER_SPELLING]
 
 
-def _mentions(body: bytes | str, key: str) -> bool:
-    needle = f'"{key}"'
-    return needle in body if isinstance(body, str) else needle.encode() in body
+def _mentions(body: bytes | str, needles: list[bytes]) -> bool:
+    raw = body.encode() if isinstance(body, str) else body
+    return any(needle in raw for needle in needles)
 
 
 def _same_id(a: object, b: object) -> bool:

@@ -103,7 +103,7 @@ def test_queue_conf_is_bystros_and_leaves_the_callers_dict_alone() -> None:
     conf = QueueConf(**raw)
     assert conf.split_host_port() == (["10.0.0.1", "h2"], ["11300", "11301"])
     assert conf.tubes["count"]["submission"] == "count"
-    loaded = bystro._loaded_config(conf)
+    loaded = bystro.loaded_config(conf)
     assert loaded.category("count").events == "count_events"
     assert loaded.config.wire == "submissionId"
     assert msgspec.json.encode(raw) == before
@@ -330,7 +330,7 @@ def test_a_forked_handler_past_its_timeout_is_killed_and_fails(
         client.put(b'{"submissionId": "quick", "block": false}')
         blocked = client.put(b'{"submissionId": "stuck", "block": true}')
     options = WorkerOptions(runner_factory=bystro.ForkRunner)
-    with Worker(bystro._loaded_config(QueueConf(**raw)), "t", listener, options) as worker:
+    with Worker(bystro.loaded_config(QueueConf(**raw)), "t", listener, options) as worker:
         assert worker.step().value == "completed"
         assert worker.step().value == "failed"
     events = tubes.events(f"{prefix}t_events")
