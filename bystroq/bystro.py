@@ -427,7 +427,12 @@ class ForkRunner:
         read_fd, write_fd = os.pipe()
         with self._lock:
             self._reason = None
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # e.g. out of processes or memory: fails this attempt
+                os.close(read_fd)
+                os.close(write_fd)
+                raise HandlerDied(f"cannot fork a process for the handler: {exc}") from None
             if pid == 0:
                 os.close(read_fd)
                 self._child(write_fd, job, publisher, fields)

@@ -338,3 +338,15 @@ def test_a_forked_handler_past_its_timeout_is_killed_and_fails(
         ("started", "quick"), ("completed", "quick"), ("started", "stuck"), ("failed", "stuck")]
     assert events[1]["saw"] == 1
     assert "timeout" in events[3]["reason"] and events[3]["queueId"] == blocked
+
+
+def test_listen_takes_bystros_parameters_in_bystros_order() -> None:
+    import inspect
+
+    params = inspect.signature(bystro.listen).parameters
+    assert list(params) == ["job_data_type", "handler_fn", "submit_msg_fn",
+                            "completed_msg_fn", "queue_conf", "tube", "failed_msg_fn"]
+    assert params["failed_msg_fn"].default is bystro.default_failed_msg_fn
+    assert bystro.default_failed_msg_fn(None, 3, ValueError("bad")) == InvalidJobMessage(3, "bad")
+    assert bystro.default_failed_msg_fn(SubmittedJobMessage("s"), 3, ValueError()) == (
+        FailedJobMessage("s", "ValueError"))
