@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -232,8 +233,23 @@ def _explain(message: str) -> str:
     if missing:
         key = f"{path}.{missing[1]}" if path else missing[1]
         return f"missing key `{key}`; required there: {_required_keys(path)}"
+    invalid = re.match(r"Invalid enum value (.+)", what)
+    choices = _literal_values(path) if invalid else None
+    if invalid and choices:
+        return f"key `{path}`: {invalid[1]} is not one of: {', '.join(choices)}"
     where = f"key `{path}`: " if path and not what.startswith("`") else ""  # keys named
     return f"{where}{what[0].lower()}{what[1:]}" if what else f"{where}invalid"
+
+
+def _literal_values(path: str) -> list[str] | None:
+    """The values a Literal key allows (e.g. `wire`, `isolation`), if it is one."""
+    parent, _, name = path.rpartition(".")
+    info = msgspec.inspect.type_info(_struct_at(parent))
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        if field.encode_name == name and isinstance(field.type, msgspec.inspect.LiteralType):
+            return [str(value) for value in field.type.values]
+    return None
 
 
 def _required_keys(path: str) -> str:
