@@ -33,7 +33,7 @@ from msgspec import Struct, field
 from bystroq import log as log_setup
 from bystroq.config import CategoryConfig, Config, LoadedConfig
 from bystroq.config import QueueConf as BystroqQueueConf
-from bystroq.errors import HandlerDied, Retry
+from bystroq.errors import ConfigError, HandlerDied, Retry
 from bystroq.progress import ProgressPublisher, own_sender
 from bystroq.worker import Listener, Worker, WorkerOptions
 from bystroq.worker.execute import Execution, execute
@@ -403,9 +403,16 @@ def listen(
 def loaded_config(queue_conf: QueueConf) -> LoadedConfig:
     """bystroq's configuration for a Bystro QueueConf, writing Bystro's final spelling
     (what `listen` runs its Worker with)."""
-    tubes = {name: msgspec.convert(dict(conf), CategoryConfig)
-             for name, conf in queue_conf.tubes.items()}
-    beanstalkd = BystroqQueueConf(addresses=list(queue_conf.addresses), tubes=tubes)
+    tubes = {}
+    for name, conf in queue_conf.tubes.items():
+        try:
+            tubes[name] = msgspec.convert(dict(conf), CategoryConfig)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise ConfigError(f"queue_conf.tubes.{name}: {exc}") from None
+    try:
+        beanstalkd = BystroqQueueConf(addresses=list(queue_conf.addresses), tubes=tubes)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"queue_conf: {exc}") from None
     return LoadedConfig(Config(beanstalkd=beanstalkd, wire="submissionId"),
                         source="<bystroq.bystro.listen() queue_conf>")
 

@@ -350,3 +350,13 @@ def test_listen_takes_bystros_parameters_in_bystros_order() -> None:
     assert bystro.default_failed_msg_fn(None, 3, ValueError("bad")) == InvalidJobMessage(3, "bad")
     assert bystro.default_failed_msg_fn(SubmittedJobMessage("s"), 3, ValueError()) == (
         FailedJobMessage("s", "ValueError"))
+
+
+def test_a_bad_queue_conf_is_a_config_error_naming_the_category() -> None:
+    from bystroq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"queue_conf.tubes.count: .*unknown field `tt`"):
+        bystro.loaded_config(QueueConf(["127.0.0.1:11300"],
+                                       {"count": {"submission": "c", "events": "e", "tt": 1}}))
+    with pytest.raises(ConfigError, match="queue_conf: address 'nowhere'"):
+        bystro.loaded_config(QueueConf(["nowhere"], {}))
