@@ -17,7 +17,7 @@ from bystroq import config as config_mod
 from bystroq import inspect as inspect_mod
 from bystroq import log
 from bystroq.errors import BystroqError, DecodeError, ListenerError
-from bystroq.messages import JobDecoder, json_value
+from bystroq.messages import JobDecoder, canonical, json_value
 from bystroq.producer import Producer
 from bystroq.records.model import STATES
 
@@ -264,6 +264,8 @@ def events(state: State, tube: str, follow: bool, as_json: bool) -> None:
 def format_event(server: str, event: dict[str, Any] | bytes) -> str:
     if not isinstance(event, dict):
         return f"{server} (not JSON) {event!r}"
+    with contextlib.suppress(DecodeError):  # either spelling: submissionID, submissionId
+        event = canonical(event)
     name = event.get("event", "?")
     ident = event.get("submissionID", f"queueID={event.get('queueID')}")
     rest = {k: v for k, v in event.items()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -19,6 +20,13 @@ DEFAULT_PATH = Path("config/beanstalk.yml")
 ENV_VAR = "BYSTROQ_CONFIG"
 TEMPLATE_NAME = "beanstalk.clean.yml"
 
+
+# The two generations of Bystro's wire, named by how they spell the submission's id: the
+# design document's `submissionID`/`queueID` and, since Feb 2024, camelCase
+# `submissionId`/`queueId` (msgspec rename="camel"). bystroq reads both; the top-level
+# `wire:` setting says which its workers write.
+Wire = Literal["submissionID", "submissionId"]
+DEFAULT_WIRE: Wire = "submissionID"
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -61,10 +69,12 @@ class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("expected at least one address `host:port`")
         for address in self.addresses:
             parse_address(address)
-        # Bystro passes plain dicts; accept them as it does.
-        for name, conf in list(self.tubes.items()):
-            if isinstance(conf, dict):
-                self.tubes[name] = msgspec.convert(conf, CategoryConfig)
+        # Bystro passes plain dicts; accept them as it does, into a dict of our own (the
+        # caller's, often the loaded YAML, is left as it was).
+        if any(isinstance(conf, dict) for conf in self.tubes.values()):
+            tubes = {name: msgspec.convert(conf, CategoryConfig) if isinstance(conf, dict)
+                     else conf for name, conf in self.tubes.items()}
+            msgspec.structs.force_setattr(self, "tubes", tubes)
         _check_tubes_distinct(self.tubes)
 
     def split_host_port(self) -> list[tuple[str, int]]:
@@ -92,6 +102,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     beanstalkd: QueueConf
     records: str | None = None
+    # Which generation of Bystro's wire workers write: `submissionID`/`queueID`, or
+    # camelCase `submissionId`/`queueId` (Bystro since Feb 2024). Both are always read.
+    wire: Wire = DEFAULT_WIRE
 
 
 @dataclass(frozen=True)
@@ -220,8 +233,23 @@ def _explain(message: str) -> str:
     if missing:
         key = f"{path}.{missing[1]}" if path else missing[1]
         return f"missing key `{key}`; required there: {_required_keys(path)}"
+    invalid = re.match(r"Invalid enum value (.+)", what)
+    choices = _literal_values(path) if invalid else None
+    if invalid and choices:
+        return f"key `{path}`: {invalid[1]} is not one of: {', '.join(choices)}"
     where = f"key `{path}`: " if path and not what.startswith("`") else ""  # keys named
     return f"{where}{what[0].lower()}{what[1:]}" if what else f"{where}invalid"
+
+
+def _literal_values(path: str) -> list[str] | None:
+    """The values a Literal key allows (e.g. `wire`, `isolation`), if it is one."""
+    parent, _, name = path.rpartition(".")
+    info = msgspec.inspect.type_info(_struct_at(parent))
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        if field.encode_name == name and isinstance(field.type, msgspec.inspect.LiteralType):
+            return [str(value) for value in field.type.values]
+    return None
 
 
 def _required_keys(path: str) -> str:

@@ -3,19 +3,32 @@
 Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
 submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq)
 are optional and left out of the JSON when unset, so Bystro consumers keep working.
+Ids are read in both generations of Bystro's wire (`submissionID`/`queueID` and camelCase
+`submissionId`/`queueId`) and written in the one `encode` is given (config.Wire).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from bystroq.config import Wire
 from bystroq.errors import DecodeError
 
 SubmissionID = str | int
+
+# The id fields of each generation of the wire (see config.Wire); bystroq reads both.
+ID_FIELDS: dict[str, tuple[str, str]] = {
+    "submissionID": ("submissionID", "queueID"),
+    "submissionId": ("submissionId", "queueId"),
+}
+_SPELLING_OF_KEY = {"submissionID": "submissionID", "queueID": "submissionID",
+                    "submissionId": "submissionId", "queueId": "submissionId"}
+_CANONICAL_KEY = {"submissionId": "submissionID", "queueId": "queueID"}
 
 
 class Event(str, enum.Enum):
@@ -142,9 +155,18 @@ class JobDecoder(Generic[M]):
     def __init__(self, struct: type[M]) -> None:
         self.struct = struct
         self._decoder = msgspec.json.Decoder(struct)
+        # (key this Struct expects, the other generation's) for its submission and queue ids.
+        self._keys = _id_keys(struct)
+        self._needles = [f'"{other}"'.encode() for _, other in self._keys]
 
     def decode(self, body: bytes | str) -> M:
-        """Decode and validate; a DecodeError says what was expected and what came."""
+        """Decode and validate; a DecodeError says what was expected and what came.
+
+        A body in the other generation's spelling (`submissionId` for a Struct that
+        expects `submissionID`, or the reverse) decodes the same; one with both spellings,
+        differing, is invalid."""
+        if self._needles and _mentions(body, self._needles):
+            body = self._respelled(body)
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -164,6 +186,47 @@ class JobDecoder(Generic[M]):
             ) from None
 
 
+    def _respelled(self, body: bytes | str) -> bytes | str:
+        try:
+            data = json_value(body)
+        except DecodeError:
+            return body  # the Struct's own decoder says what is wrong
+        if not isinstance(data, dict):
+            return body
+        for own, other in self._keys:
+            if other not in data:
+                continue  # the key was only inside a value
+            value = data.pop(other)
+            if own in data and not _same_id(data[own], value):
+                raise DecodeError(
+                    f"fields `{own}` and `{other}` differ ({data[own]!r} and {value!r}): "
+                    f"one id, two values (job type {self.struct.__name__})"
+                )
+            data[own] = value
+        return _ENCODE(data)
+
+
+_OTHER_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID",
+                   "queueID": "queueId", "queueId": "queueID"}
+
+
+def _id_keys(struct: type[msgspec.Struct]) -> list[tuple[str, str]]:
+    """(key a Struct expects, the other generation's key) for its submission and queue ids."""
+    names = ("submissionID", "submission_id", "queueID", "queue_id")
+    return [(f.encode_name, _OTHER_SPELLING[f.encode_name])
+            for f in msgspec.structs.fields(struct)
+            if f.name in names and f.encode_name in _OTHER_SPELLING]
+
+
+def _mentions(body: bytes | str, needles: list[bytes]) -> bool:
+    raw = body.encode() if isinstance(body, str) else body
+    return any(needle in raw for needle in needles)
+
+
+def _same_id(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b
+
+
 TOO_DEEP = "body is nested too deeply to decode (arrays or objects inside each other)"
 
 
@@ -178,25 +241,69 @@ def json_value(body: bytes | str) -> Any:
 
 
 class _Identified(msgspec.Struct):
-    """Only a job's submissionID (unknown fields are skipped)."""
+    """Only a job's submission id, in either spelling (unknown fields are skipped)."""
 
-    submissionID: SubmissionID
+    submissionID: SubmissionID | None = None
+    submissionId: SubmissionID | None = None
 
 
 _DECODE_ID = msgspec.json.Decoder(_Identified).decode
 
 
 def submission_id_of(body: bytes) -> SubmissionID | None:
-    """A job body's submissionID if it has one that decodes, else None; never raises."""
+    """A job body's submission id (either spelling) if it has one that decodes, else None;
+    never raises."""
     try:
-        return _DECODE_ID(body).submissionID
+        ids = _DECODE_ID(body)
     except Exception:
         return None
+    return ids.submissionID if ids.submissionID is not None else ids.submissionId
 
 
-def encode(message: Any) -> bytes:
-    """A message (Struct, or anything msgspec encodes) as JSON bytes."""
+def encode(message: Any, wire: Wire | None = None) -> bytes:
+    """A message (Struct, or anything msgspec encodes) as JSON bytes; with `wire`, its
+    top-level submission and queue ids in that spelling."""
+    if wire is not None:
+        if isinstance(message, msgspec.Struct):
+            if spelling_of(type(message)) in (wire, None):
+                return _ENCODE(message)
+            message = msgspec.to_builtins(message)
+        if isinstance(message, dict):
+            message = respell(message, wire)
     return _ENCODE(message)
+
+
+@functools.lru_cache(maxsize=256)
+def spelling_of(struct: type[msgspec.Struct]) -> Wire | None:
+    """Which generation of the wire a Struct's id fields are spelled in (None: it has none)."""
+    for key in struct.__struct_encode_fields__:
+        if key in _SPELLING_OF_KEY:
+            return "submissionID" if _SPELLING_OF_KEY[key] == "submissionID" else "submissionId"
+    return None
+
+
+def respell(data: dict[str, Any], wire: Wire) -> dict[str, Any]:
+    """`data` with its top-level id keys spelled as `wire` spells them (order kept)."""
+    submission, queue = ID_FIELDS[wire]
+    names = {"submissionID": submission, "submissionId": submission,
+             "queueID": queue, "queueId": queue}
+    return {names.get(key, key): value for key, value in data.items()}
+
+
+def canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """An event read in either spelling, with its ids under `submissionID`/`queueID`;
+    DecodeError if it carries both spellings of one id with different values."""
+    if "submissionId" not in data and "queueId" not in data:
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _CANONICAL_KEY.get(key, key)
+        if name in out and not _same_id(out[name], value):
+            other = next(k for k, v in _CANONICAL_KEY.items() if v == name)
+            raise DecodeError(f"fields `{name}` and `{other}` differ ({out[name]!r} and "
+                              f"{value!r}): an event is about one submission")
+        out[name] = value
+    return out
 
 
 def explain_validation(exc: msgspec.ValidationError) -> str:
@@ -214,9 +321,25 @@ _STAMPED = (EventMessage, InvalidJobMessage)
 
 
 def stamp(message: Any, **fields: Any) -> Any:
-    """`message` with bystroq's extension fields set (left as is if it has none)."""
+    """`message` with bystroq's extension fields set.
+
+    A bystroq event gets them as its own fields; another Struct that carries a submission
+    or queue id (a Bystro message, camelCase or not) becomes a dict with them added in its
+    spelling (`queueId` beside `submissionId`), keys it has already kept as they are; any
+    other message is left as is."""
     if isinstance(message, _STAMPED):
         return msgspec.structs.replace(message, **fields)
+    if isinstance(message, msgspec.Struct):
+        spelling = spelling_of(type(message))
+        if spelling is None:
+            return message
+        data = msgspec.to_builtins(message)
+        queue_key = ID_FIELDS[spelling][1]
+        for name, value in fields.items():
+            key = queue_key if name == "queueID" else name
+            if value is not None and key not in data:
+                data[key] = value
+        return data
     return message
 
 

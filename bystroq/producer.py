@@ -104,7 +104,7 @@ class Producer:
         its record, state `unknown`, follows the job's events if it arrives).
         """
         conf = self.config.category(category)
-        body = job if isinstance(job, bytes) else encode(job)
+        body = job if isinstance(job, bytes) else encode(job, self.config.config.wire)
         record = self.recorder is not None
         submission_id = _submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
@@ -285,14 +285,20 @@ def _too_big(conn: Connection, body: bytes) -> str:
     )
 
 
+def _either_id(data: Mapping[str, Any]) -> str | int | None:
+    """The submission id in either spelling of the wire."""
+    value = data.get("submissionID", data.get("submissionId"))
+    return value if isinstance(value, str | int) else None
+
+
 def _submission_id(job: msgspec.Struct | Mapping[str, Any] | bytes) -> str | int | None:
     if isinstance(job, bytes):
         try:
             data = msgspec.json.decode(job)
         except msgspec.DecodeError:
             return None
-        return data.get("submissionID") if isinstance(data, dict) else None
+        return _either_id(data) if isinstance(data, dict) else None
     if isinstance(job, Mapping):
-        return job.get("submissionID")
+        return _either_id(job)
     value = getattr(job, "submissionID", None)
     return value if isinstance(value, (str, int)) else None

@@ -7,15 +7,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
-from bystroq.messages import ProgressData, ProgressMessage, encode
+from bystroq.config import Wire
+from bystroq.messages import ProgressData, ProgressMessage, encode, stamp
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server
 
 # put(tube, body): how events reach the server; the worker passes one that reuses its
 # connection, else the reporter opens its own.
 Sender = Callable[[str, bytes], None]
+
+
+class Flushable(Protocol):
+    """A reporter that may hold its last count back until the handler ends."""
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -34,13 +42,21 @@ class ProgressPublisher:
     seq: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False,
                                compare=False)
     last_seq: int = field(default=0, repr=False, compare=False)
-    reporters: list[ProgressReporter] = field(default_factory=list, repr=False, compare=False)
+    reporters: list[Flushable] = field(default_factory=list, repr=False, compare=False)
+    # The spelling of the ids written (the config's `wire:`); None: as the message has them.
+    wire: Wire | None = field(default=None, repr=False, compare=False)
 
     def publish(self, data: ProgressData | str | None) -> None:
         """Put one progress event with `data` on the events tube."""
+        self.put(msgspec.structs.replace(self.message, data=data))
+
+    def put(self, message: msgspec.Struct) -> None:
+        """Put one progress event built elsewhere (e.g. a Bystro-shaped message), with the
+        template's extension fields (queueID, attempt, worker), `at` and the next `seq`."""
         self.last_seq = next(self.seq)
-        msg = msgspec.structs.replace(self.message, data=data, at=time.time(), seq=self.last_seq)
-        body = encode(msg)
+        fields = {name: getattr(self.message, name, None)
+                  for name in ("queueID", "attempt", "worker")}
+        body = encode(stamp(message, **fields, at=time.time(), seq=self.last_seq), self.wire)
         if self.sender is None:
             self.sender = own_sender(self.host, self.port)
         self.sender(self.queue, body)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 from bystroq.errors import DecodeError
-from bystroq.messages import record_key
+from bystroq.messages import canonical, record_key
 
 # `unknown`: a put was sent but never answered; the job may be on its server or not. Like
 # `queued` it is not final: the job's events, if it arrives, move the record on.
@@ -121,7 +121,8 @@ _DECODE = msgspec.json.Decoder(dict[str, Any])
 def parse_event(
     body: bytes, category: str, server: str, event_job_id: int | None = None,
 ) -> IncomingEvent:
-    """Decode one event body; DecodeError says what was wrong.
+    """Decode one event body (ids spelled `submissionID` or `submissionId`); DecodeError
+    says what was wrong.
 
     `event_job_id` is the event's own job id on the events tube: an event that carries
     neither `at` nor `seq` (a Bystro worker's) is told from a later run's identical event
@@ -130,6 +131,7 @@ def parse_event(
         data = _DECODE.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(f"event is not a JSON object: {exc}") from None
+    data = canonical(data)  # Bystro's camelCase `submissionId`/`queueId` read the same
     event = data.get("event")
     if event not in EVENTS:
         raise DecodeError(f"field `event`: expected one of {sorted(EVENTS)}, got {event!r}")

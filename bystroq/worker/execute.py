@@ -37,7 +37,7 @@ def execute(
         publisher.flush()
         message = listener.completed_msg_fn(job, result)
         seq = publisher.last_seq + 1
-        body = encode(stamp(message, **fields, at=time.time(), seq=seq))
+        body = encode(stamp(message, **fields, at=time.time(), seq=seq), publisher.wire)
         return Execution(completed=body, last_seq=seq), None
     except Retry as exc:
         return Execution(

@@ -132,6 +132,9 @@ class WorkerOptions:
     worker_id: str | None = None
     # Overrides the touch timer derived from each job's TTR (tests use it to lose a lease).
     touch_interval_s: float | None = None
+    # Makes each slot's runner in place of `isolation`'s (bystroq.bystro forks a child
+    # per job with it).
+    runner_factory: Callable[[Listener], Runner] | None = None
 
 
 def default_worker_id() -> str:
@@ -157,6 +160,7 @@ class Worker:
         self.servers = servers_of(config.addresses)
         self.policy = RetryPolicy.of(self.conf)
         self.decoder = JobDecoder(self.listener.job_data_type)
+        self.wire = config.config.wire
         self.worker_id = self.options.worker_id or default_worker_id()
         self.concurrency = self.options.concurrency or self.conf.concurrency
         self.isolation = self.options.isolation or self.conf.isolation
@@ -358,8 +362,10 @@ class Slot:
             worker.servers, use=worker.conf.events, watch=[worker.conf.submission],
             health=worker.health,
         )
+        factory = worker.options.runner_factory
         self.runner: Runner = (
-            ProcessRunner(worker.listener) if worker.isolation == "process"
+            factory(worker.listener) if factory is not None
+            else ProcessRunner(worker.listener) if worker.isolation == "process"
             else InlineRunner(worker.listener)
         )
         self._next = 0
@@ -543,7 +549,7 @@ class Slot:
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
-                                   at=time.time(), seq=0))
+                                   at=time.time(), seq=0), worker.wire)
         except Exception as exc:  # a listener bug fails the job, never the worker
             reason = f"submit_msg_fn failed: {describe(exc)}"
             log.error("job failed", reason=reason)
@@ -558,7 +564,7 @@ class Slot:
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
             ProgressMessage(submissionID=data.submissionID, **fields),
-            sender=self._progress_sender(lease),
+            sender=self._progress_sender(lease), wire=worker.wire,
         )
         lease.started_at = time.monotonic()
         worker.keeper.add(lease)
@@ -765,7 +771,7 @@ class Slot:
     def _report(self, lease: Lease, message: Any, action: str, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
-        body = encode(message)
+        body = encode(message, self.worker.wire)
         event = getattr(message, "event", None)
         what = event.value if isinstance(event, Event) else "reported"
         too_big = self._too_big(lease.job.conn, body, what)
@@ -773,7 +779,7 @@ class Slot:
             log.error("event too big for the server: a failed event says so instead",
                       reason=str(too_big))
             message, action = _small_failed(message, lease.job.id, too_big), "bury"
-            body = encode(message)
+            body = encode(message, self.worker.wire)
         if not self._put(lease, body, log):
             return False
         with lease.job.conn.lock:

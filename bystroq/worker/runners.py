@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from bystroq.config import Wire
 from bystroq.errors import HandlerDied
 from bystroq.messages import ProgressMessage
 from bystroq.progress import ProgressPublisher
@@ -34,6 +35,7 @@ class Request(msgspec.Struct, kw_only=True):
     host: str
     port: int
     events_tube: str
+    wire: Wire | None = None
 
 
 class Runner(Protocol):
@@ -158,7 +160,7 @@ class ProcessRunner:
                 self._spawn()
         assert self._sock is not None
         request = Request(body=body, fields=fields, host=publisher.host, port=publisher.port,
-                          events_tube=publisher.queue)
+                          events_tube=publisher.queue, wire=publisher.wire)
         try:
             _send_frame(self._sock, msgspec.msgpack.encode(request))
             reply = _recv_frame(self._sock)
@@ -257,4 +259,5 @@ def _recv_frame(sock: socket.socket) -> bytes | None:
 def child_publisher(request: Request, submission_id: str | int) -> ProgressPublisher:
     """The publisher a child process gives the handler (its own connection)."""
     message = ProgressMessage(submissionID=submission_id, **request.fields)
-    return ProgressPublisher(request.host, request.port, request.events_tube, message)
+    return ProgressPublisher(request.host, request.port, request.events_tube, message,
+                             wire=request.wire)
