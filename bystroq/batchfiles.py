@@ -28,6 +28,7 @@ from bystroq.errors import BystroqError
 from bystroq.messages import encode, record_key
 
 ID_NAMES = ("submissionID", "submission_id")
+_OTHER_ID_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID"}
 
 
 class BatchError(BystroqError):
@@ -49,6 +50,8 @@ class RecordsFile:
         self._attrs = {f.encode_name: f.name for f in fields}
         self._id_key = next((f.encode_name for f in fields if f.name in ID_NAMES),
                             "submissionID")
+        # Keys a record may use: the Struct's, and the id in the other wire generation.
+        self._known = {*self._attrs, *filter(None, [_OTHER_ID_SPELLING.get(self._id_key)])}
         info = msgspec.inspect.type_info(self.job_type)
         assert isinstance(info, msgspec.inspect.StructType)
         self._floats = {f.encode_name: f.name for f in info.fields if _may_be_float(f.type)}
@@ -56,7 +59,7 @@ class RecordsFile:
         self._csv = self.path.suffix.lower() == ".csv"
         self._columns: dict[str, int] = {}
         for key in self.params:
-            if key not in self._attrs:
+            if key not in self._known:
                 raise BatchError(f"--param {key}: {self._unknown(key)}; fix its name")
 
     def jobs(self) -> Iterator[tuple[str, str, bytes]]:
@@ -73,6 +76,12 @@ class RecordsFile:
         params = self.params
         merged = data if not params else (
             {**data, **params} if self.params_override else {**params, **data})
+        other = _OTHER_ID_SPELLING.get(self._id_key)
+        if other in merged:  # the other generation of Bystro's wire names the same id
+            value = merged.pop(other)
+            if merged.setdefault(self._id_key, value) != value:
+                raise BatchError(f"{where}: `{self._id_key}` and `{other}` differ; give the "
+                                 "submission id once; nothing was created")
         merged.setdefault(self._id_key, f"{self.batch_id}-{n}")
         try:
             # CSV gives text: let "3" become an int field.
@@ -151,7 +160,7 @@ class RecordsFile:
                 raise BatchError(f"{where}: expected a JSON object, got "
                                  f"{type(data).__name__}; write one object a line")
             for key in data:
-                if key not in self._attrs:
+                if key not in self._known:
                     raise BatchError(f"{where}: field `{key}`: {self._unknown(key)}; "
                                      "rename or remove it")
             yield where, data
@@ -181,7 +190,7 @@ class RecordsFile:
             if name in self._columns:
                 raise BatchError(f"{where}: columns {self._columns[name]} and {column} are "
                                  f"both `{name}`; give each column its own name")
-            if name not in self._attrs:
+            if name not in self._known:
                 separator = next((s for s in (";", "\t", "|") if s in name), None)
                 if len(header) == 1 and separator is not None:
                     raise BatchError(f"{where}: one column `{name}`: the file looks "

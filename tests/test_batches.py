@@ -463,6 +463,20 @@ def test_csv_with_a_byte_order_mark(config: LoadedConfig, store: Store, tmp_path
     assert [(b["submissionID"], b["message"]) for b in bodies] == [("b1", "hi"), ("b2", "ho")]
 
 
+def test_a_records_file_in_the_other_wire_spelling_keeps_its_ids(
+    config: LoadedConfig, store: Store, tmp_path: Path
+) -> None:
+    """Bystro's camelCase `submissionId` names the id as `submissionID` does."""
+    path = tmp_path / "camel.csv"
+    path.write_text("submissionId,message\nc1,hi\nc2,ho\n")
+    batch = create_batch(config, store, "echo", path, shuffle=False)
+    assert sorted(r.submission_id for r in store.list(batch=batch.batch_id)) == ["c1", "c2"]
+    both = tmp_path / "both.jsonl"
+    both.write_text('{"submissionId": "x", "submissionID": "y"}\n')
+    with pytest.raises(BatchError, match="differ"):
+        create_batch(config, store, "echo", both)
+
+
 def test_a_large_csv_is_streamed(config: LoadedConfig, tmp_path: Path) -> None:
     path = tmp_path / "large.csv"
     with path.open("w") as out:
