@@ -69,11 +69,13 @@ class SubmittedJobMessage(EventMessage, frozen=True, kw_only=True, tag="started"
         return Event.STARTED
 
 
-class ProgressData(msgspec.Struct, frozen=True, kw_only=True):
-    """Counts reported by a handler while it runs."""
+class ProgressData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Counts reported by a handler while it runs; `total`, when the handler knows it,
+    lets records show a percentage and an ETA (absent otherwise: Bystro's shape)."""
 
-    progress: int = 0
-    skipped: int = 0
+    progress: int
+    skipped: int
+    total: int | None = None
 
 
 class ProgressMessage(EventMessage, frozen=True, kw_only=True, tag="progress"):

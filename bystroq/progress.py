@@ -83,20 +83,24 @@ def own_sender(host: str, port: int) -> Sender:
 
 
 class ProgressReporter:
-    """Counts work done and publishes it, throttled by count and by time.
+    """Counts work done and publishes it, throttled by time (and optionally by count).
 
-    An event goes out when the count has grown by `update_interval` since the last one
-    and at least `min_interval_s` has passed (or on `force=True`); `flush()` sends the
-    last value if it was held back, so the final count always reaches the server.
+    By default an event goes out at most once every `min_interval_s` (one second) while
+    the counts change: a 100-step handler is seen moving. With `update_interval` N, the
+    count must also have grown by N since the last event. `force=True` sends at once;
+    `flush()` sends the last value if it was held back, so the final count always reaches
+    the server. Give `total` (here or with `set_total`) when the amount of work is known:
+    records then show a percentage and an ETA.
     """
 
     def __init__(
-        self, publisher: ProgressPublisher, update_interval: int = 100,
-        min_interval_s: float = 1.0,
+        self, publisher: ProgressPublisher, update_interval: int = 1,
+        min_interval_s: float = 1.0, total: int | None = None,
     ) -> None:
         self.publisher = publisher
         self.update_interval = update_interval
         self.min_interval_s = min_interval_s
+        self.total = total
         self._progress = 0
         self._skipped = 0
         self._sent: tuple[int, int] = (0, 0)
@@ -116,6 +120,12 @@ class ProgressReporter:
             self._skipped += count
             self._maybe_send(force)
             return self._skipped
+
+    def set_total(self, total: int | None) -> None:
+        """How much work there is in all (sent with the next event)."""
+        with self._lock:
+            self.total = total
+            self._sent = (-1, -1)  # the next count goes out with the new total
 
     def message(self, text: str) -> None:
         """Publish a line of text (not throttled)."""
@@ -139,13 +149,15 @@ class ProgressReporter:
     def _send(self) -> None:
         self._sent = (self._progress, self._skipped)
         self._sent_at = time.monotonic()
-        self.publisher.publish(ProgressData(progress=self._progress, skipped=self._skipped))
+        self.publisher.publish(ProgressData(progress=self._progress, skipped=self._skipped,
+                                            total=self.total))
 
 
 def get_progress_reporter(
-    publisher: ProgressPublisher, update_interval: int = 100, min_interval_s: float = 1.0
+    publisher: ProgressPublisher, update_interval: int = 1, min_interval_s: float = 1.0,
+    total: int | None = None,
 ) -> ProgressReporter:
-    """Bystro's entry point: a handler's reporter for its publisher."""
-    reporter = ProgressReporter(publisher, update_interval, min_interval_s)
+    """A handler's reporter for its publisher (Bystro's entry point, with `total`)."""
+    reporter = ProgressReporter(publisher, update_interval, min_interval_s, total)
     publisher.reporters.append(reporter)
     return reporter

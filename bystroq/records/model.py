@@ -43,7 +43,7 @@ EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker
 # The largest number each counted field may hold (the columns are 32 and 64-bit integers;
 # attempts leave room for the attempts of earlier runs).
 LIMITS = {"queueID": 2**63 - 1, "attempt": 2**30, "seq": 2**31 - 1, "progress": 2**63 - 1,
-          "skipped": 2**63 - 1}
+          "skipped": 2**63 - 1, "total": 2**63 - 1}
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -72,6 +72,7 @@ class Record(msgspec.Struct, kw_only=True):
     seq: int = -1  # seq of the last applied event of the current attempt
     prior_runs: list[str] = msgspec.field(default_factory=list)  # "server/queueID" of old runs
     body: str | None = None  # the job as submitted, for `bystroq retry`
+    total: int | None = None  # how much work the handler said there is (progress of total)
 
     @property
     def run(self) -> str | None:
@@ -169,7 +170,7 @@ def _check_ranges(data: dict[str, Any]) -> None:
     """Numbers a store could not hold are refused here, not by the database."""
     progress = data.get("data")
     for name, limit in LIMITS.items():
-        holder = progress if name in ("progress", "skipped") else data
+        holder = progress if name in ("progress", "skipped", "total") else data
         value = holder.get(name) if isinstance(holder, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= limit:
             where = f"data.{name}" if holder is progress else name
@@ -245,6 +246,9 @@ def _progress(record: Record, event: IncomingEvent) -> None:
     if isinstance(data, dict):
         record.progress = _count(data, "progress", record.progress)
         record.skipped = _count(data, "skipped", record.skipped)
+        total = data.get("total")
+        if isinstance(total, int) and not isinstance(total, bool):
+            record.total = total
     elif isinstance(data, str):
         record.messages = [*record.messages, data][-KEPT_MESSAGES:]
 
@@ -335,5 +339,6 @@ def start_new_run(record: Record, at: float) -> None:
     record.state, record.attempt_done, record.seq = "queued", False, -1
     record.reason = record.result = record.finished_at = record.started_at = None
     record.progress = record.skipped = 0
+    record.total = None
     record.messages = []
     record.submitted_at = record.updated_at = at

@@ -85,6 +85,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             JOIN bystroq_records r ON r.submission_id = i.submission_id
             AND r.batch = i.batch_id WHERE r.state = 'queued' AND r.queue_id IS NULL""",
     ),
+    (
+        "ALTER TABLE bystroq_records ADD COLUMN total BIGINT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
