@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,8 +15,13 @@ from ruamel.yaml.error import YAMLError
 from bystroq.errors import ConfigError, UnknownCategory
 
 DEFAULT_PATH = Path("config/beanstalk.yml")
+# beanstalkd's priority of a job put without one (0 is the most urgent).
+DEFAULT_PRIORITY = 2**16
 ENV_VAR = "BYSTROQ_CONFIG"
-TEMPLATE_NAME = "beanstalk.clean.yml"
+TEMPLATE_PATH = Path("config/beanstalk.clean.yml")
+# A category's listener module when its `listener:` key is absent: the user's own
+# `listeners/` package, imported from the working directory (or --app-dir).
+DEFAULT_LISTENER_PACKAGE = "listeners"
 
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
@@ -95,6 +99,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 @dataclass(frozen=True)
+class Category:
+    """A category resolved once: its name, its two tubes, its settings, its listener."""
+
+    name: str
+    settings: CategoryConfig
+    listener: str  # the module that implements it
+
+    @property
+    def submission(self) -> str:
+        return self.settings.submission
+
+    @property
+    def events(self) -> str:
+        return self.settings.events
+
+
+@dataclass(frozen=True)
 class LoadedConfig:
     """A validated configuration and the file it came from."""
 
@@ -128,7 +149,18 @@ class LoadedConfig:
         raise AssertionError("unreachable")
 
     def listener_module(self, name: str) -> str:
-        return self.category(name).listener or f"listeners.{self.category_name(name)}"
+        return self.resolve(name).listener
+
+    def resolve(self, name: str) -> Category:
+        """The category called `name` (or whose submission tube it is), resolved."""
+        settings = self.category(name)
+        key = self.category_name(name)
+        listener = settings.listener or f"{DEFAULT_LISTENER_PACKAGE}.{key}"
+        return Category(name=key, settings=settings, listener=listener)
+
+    def categories(self) -> list[Category]:
+        """Every configured category, in the file's order."""
+        return [self.resolve(name) for name in self.config.beanstalkd.tubes]
 
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d+)$")
@@ -142,29 +174,27 @@ def parse_address(address: str) -> tuple[str, int]:
     return match["host"].strip("[]"), int(match["port"])
 
 
-def resolve_path(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """--config, else $BYSTROQ_CONFIG, else config/beanstalk.yml if present, else None."""
+def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """--config, else $BYSTROQ_CONFIG, else config/beanstalk.yml."""
     if path is not None:
         return Path(path)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    if DEFAULT_PATH.exists():
-        return DEFAULT_PATH
-    return None
+    return DEFAULT_PATH
 
 
 def load(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
     """Load and validate the configuration (see `resolve_path` for which file)."""
     resolved = resolve_path(path)
-    if resolved is None:
-        text = resources.files("bystroq").joinpath(TEMPLATE_NAME).read_text()
-        return parse(text, source=f"<built-in {TEMPLATE_NAME}>")
     try:
         text = resolved.read_text()
     except FileNotFoundError:
+        how = ("--config" if path is not None else f"${ENV_VAR}" if os.environ.get(ENV_VAR)
+               else f"the default (no --config, no ${ENV_VAR})")
         raise ConfigError(
-            f"{resolved}: config file not found; copy config/{TEMPLATE_NAME} there "
-            f"or pass --config / set {ENV_VAR}"
+            f"{resolved}: config file not found; copy {TEMPLATE_PATH} (in bystroq's "
+            f"repository) there and fill in your servers, or pass --config FILE or set "
+            f"{ENV_VAR} (looked there by {how})"
         ) from None
     except OSError as exc:
         raise ConfigError(f"{resolved}: cannot read config file: {exc.strerror}") from None

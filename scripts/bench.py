@@ -44,9 +44,9 @@ import msgspec
 import bystroq
 import bystroq.log
 from bystroq import Producer, Worker, WorkerOptions
+from bystroq.examples.echo import EchoJob
 from bystroq.messages import CompletedJobMessage, SubmittedJobMessage, encode
 from bystroq.testing import Beanstalkd, config_for
-from listeners.echo import EchoJob
 
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent

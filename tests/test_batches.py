@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from bystroq import Producer, Worker, WorkerOptions
-from bystroq.batches import BatchError, batch_status, cancel_batch, create_batch
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
-from bystroq.feeder import Feeder, park_delay
+from bystroq.errors import BatchError
+from bystroq.ops.batches import batch_status, cancel_batch, create_batch
+from bystroq.ops.batches.feeder import Feeder, park_delay
+from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.records import Store, open_store
 from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Outcome
@@ -46,7 +48,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def run_batch(config: LoadedConfig, store: Store, batch_id: str, check: Any = None) -> None:
     """Consume and feed until the batch ends, calling `check()` after every round."""
-    with Consumer(config, store, feed_grace_s=1) as consumer:
+    with ConsumeAndFeed(config, store, feed_grace_s=1) as consumer:
         def ended() -> bool:
             consumer.step()
             consumer.feed(force=True)
@@ -134,7 +136,7 @@ def test_error_policy_stop(config: LoadedConfig, tubes: Tubes, store: Store,
         assert status.batch.reason == "stopped after the first failure (bad: RuntimeError: boom)"
         assert status.counts["pending"] == 30 - 2  # only the first three were ever put
         # Running ones finish; the ones not started were cancelled and never run.
-        with Consumer(config, store, feed=False) as consumer:
+        with Consumer(config, store) as consumer:
             wait_until(lambda: consumer.drain() >= 0
                        and store.batch_in_flight(batch.batch_id) == 0)
     counts = store.count_by_state(batch.batch_id)
@@ -147,7 +149,7 @@ def test_cancel_mid_run(config: LoadedConfig, tubes: Tubes, store: Store,
                         tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "jobs.jsonl", [{"sleep_s": 0.2} for _ in range(40)])
     batch = create_batch(config, store, "echo", path, concurrency=4)
-    with running_worker(config, concurrency=2), Consumer(config, store) as consumer:
+    with running_worker(config, concurrency=2), ConsumeAndFeed(config, store) as consumer:
         def some_done() -> bool:
             consumer.step()
             consumer.feed(force=True)
@@ -300,7 +302,7 @@ def test_a_feeder_that_lost_its_claim_deletes_its_put(
 PAUSED_FEEDER = """
 import sys, time
 from bystroq.config import load
-from bystroq.feeder import Feeder, park_delay
+from bystroq.ops.batches.feeder import Feeder, park_delay
 from bystroq.producer import Producer
 from bystroq.records import open_store
 
@@ -325,7 +327,7 @@ def test_a_feeder_killed_between_put_and_record_while_another_feeds_puts_once(
     batch = create_batch(config, store, "echo", path, shuffle=False, concurrency=2)
     config_file = tmp_path / "beanstalk.yml"
     config_file.write_text(config_text([server.address], prefix=prefix))
-    with Worker(config, "echo") as worker, Consumer(config, store, feed=False) as consumer:
+    with Worker(config, "echo") as worker, Consumer(config, store) as consumer:
         assert worker.step() is not Outcome.NONE
         consumer.drain()  # item 0 done: one slot free
         # Feeder A claims item 2, puts it, and is killed before recording the put.
@@ -365,11 +367,11 @@ def test_a_feeder_killed_between_put_and_record_while_another_feeds_puts_once(
 KILLABLE_FEEDER = """
 import sys
 from bystroq.config import load
-from bystroq.consumer import Consumer
+from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.records import open_store
 
-with open_store(sys.argv[2]) as store, Consumer(load(sys.argv[1]), store,
-                                                feed_grace_s=1) as consumer:
+with open_store(sys.argv[2]) as store, ConsumeAndFeed(load(sys.argv[1]), store,
+                                                      feed_grace_s=1) as consumer:
     consumer.run()
 """
 

@@ -1,1 +1,5 @@
-"""Job categories: one module per category (see listeners/echo.py for the contract)."""
+"""Example categories: `echo` (the smallest listener) and `annotation` (a realistic one).
+
+Point a category at one with `listener: bystroq.examples.echo`; your own categories live
+in your project's `listeners/` package (the default module is `listeners.<category>`).
+"""

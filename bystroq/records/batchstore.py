@@ -9,7 +9,7 @@ one transaction, and only while the claim still has the feeder's generation, the
 running and the record still waits, the record gets its queueID. Only then is the job kicked
 to ready, and the claim row deleted. A claim left behind by a feeder that died is taken over
 (`take_over` raises its generation, so the old feeder can no longer confirm): see
-bystroq.feeder.
+bystroq.ops.batches.feeder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from bystroq.errors import BystroqError
+from bystroq.config import DEFAULT_PRIORITY
+from bystroq.errors import DuplicateItem
 from bystroq.records import model
 from bystroq.records.model import ACTIVE_STATES, Record
 from bystroq.records.sql import SQLStore, retry_conflicts
@@ -33,14 +34,6 @@ _COLUMNS = ("batch_id", "category", "total", "fed", "concurrency", "error_policy
 _WATERMARKS = msgspec.json.Decoder(dict[str, int])
 
 
-class DuplicateItem(BystroqError):
-    """Two items of a batch share a submissionID."""
-
-    def __init__(self, submission_id: str) -> None:
-        super().__init__(f"two items share submissionID {submission_id!r}")
-        self.submission_id = submission_id
-
-
 class Batch(msgspec.Struct, kw_only=True):
     """A set of submissions of one category, fed to its tube `concurrency` at a time."""
 
@@ -50,7 +43,7 @@ class Batch(msgspec.Struct, kw_only=True):
     fed: int = 0
     concurrency: int = 5
     error_policy: ErrorPolicy = "continue"
-    priority: int = 2**16
+    priority: int = DEFAULT_PRIORITY
     state: BatchState = "running"
     reason: str | None = None
     created_at: float = 0.0

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import msgspec
 
 from bystroq.errors import HandlerDied
+from bystroq.listener import Listener
 from bystroq.messages import ProgressMessage
 from bystroq.progress import ProgressPublisher
 from bystroq.worker.execute import Execution, execute
-from bystroq.worker.listener import Listener
 
 _FRAME = struct.Struct("!I")
 

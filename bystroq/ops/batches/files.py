@@ -24,14 +24,10 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-from bystroq.errors import BystroqError
+from bystroq.errors import BatchError
 from bystroq.messages import encode, record_key
 
 ID_NAMES = ("submissionID", "submission_id")
-
-
-class BatchError(BystroqError):
-    """A batch cannot be created as asked (bad records file, bad option)."""
 
 
 @dataclass
