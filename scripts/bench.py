@@ -105,7 +105,7 @@ def bystroq_work(server: Beanstalkd, prefix: str, n: int) -> float:
         worker.run()
     assert worker.counts[bystroq.Outcome.COMPLETED] == n, worker.counts
     events = bench_peers.drain_events(server.host, server.port, prefix + "echo_events")
-    return max(e["at"] for e in events if e.get("event") == "completed") - start
+    return float(max(e["at"] for e in events if e.get("event") == "completed")) - start
 
 
 def fill(address: tuple[str, int], tube: str, n: int) -> None:

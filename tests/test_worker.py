@@ -33,6 +33,7 @@ from bystroq.progress import ProgressPublisher
 from bystroq.servers import Reserved
 from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Listener, load_listener
+from bystroq.worker.runners import ProcessRunner
 from tests.conftest import Tubes
 
 # 2 KB of nested arrays in a field: decoding raises RecursionError unless it is caught.
@@ -397,6 +398,7 @@ def test_process_isolation_reuses_its_child(config: LoadedConfig, tubes: Tubes) 
         for _ in range(3):
             assert worker.step() is Outcome.COMPLETED
             runner = worker._slot(0).runner
+            assert isinstance(runner, ProcessRunner)
             pids.add(runner.pid)
     assert len(pids) == 1
     events = tubes.events(events_tube(config))

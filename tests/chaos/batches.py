@@ -103,8 +103,9 @@ def _jobs_left(run: Run) -> int:
                 stats = client.stats_tube(tube)
             except greenstalk.NotFoundError:
                 continue
-            left += sum(int(stats[f"current-jobs-{state}"])
-                        for state in ("ready", "reserved", "delayed", "buried"))
+            left += sum(int(str(count)) for key, count in stats.items() if key in (
+                "current-jobs-ready", "current-jobs-reserved", "current-jobs-delayed",
+                "current-jobs-buried"))
     return left
 
 
