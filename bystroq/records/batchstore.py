@@ -23,8 +23,9 @@ import msgspec
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.errors import DuplicateItem
 from bystroq.records import model
+from bystroq.records.database import retry_conflicts
 from bystroq.records.model import ACTIVE_STATES, Record
-from bystroq.records.sql import SQLStore, retry_conflicts
+from bystroq.records.sql import SQLStore
 
 BatchState = Literal["running", "completed", "failed", "cancelled"]
 ErrorPolicy = Literal["continue", "stop"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
-from bystroq.records.sql import Conflict
+from bystroq.records.database import Conflict
 
 # Any constant will do: it keeps two processes from migrating the schema at once.
 MIGRATION_LOCK = 0x6279_7374
