@@ -176,3 +176,23 @@ def test_bystro_queue_conf_with_a_looping_tube_is_refused() -> None:
     with pytest.raises(ValueError, match="both name tube 'x'"):
         config.QueueConf(addresses=["127.0.0.1:11300"],
                          tubes={"a": {"submission": "x", "events": "x"}})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("retry: {base_s: -1}", "key `beanstalkd.tubes.annotation.retry.base_s`: expected "
+                            "`float` >= 0.0"),
+    ("retry: {bogus: 1}", "unknown key `beanstalkd.tubes.annotation.retry.bogus`; expected "
+                          "one of: base_s, max_s, jitter, on"),
+    ("isolation: thread", "key `beanstalkd.tubes.annotation.isolation`: invalid enum value "
+                          "'thread'"),
+])
+def test_nested_keys_are_named_in_full(line: str, expected: str) -> None:
+    text = BYSTRO_FILE.replace("      events: annotation_events\n",
+                               f"      events: annotation_events\n      {line}\n")
+    assert error_of(text) == f"conf.yml: {expected}"
+
+
+def test_a_category_that_is_not_a_mapping() -> None:
+    text = "beanstalkd:\n  addresses: [127.0.0.1:11300]\n  tubes: {annotation: 5}\n"
+    assert error_of(text) == "conf.yml: key `beanstalkd.tubes.annotation`: expected a " \
+                             "mapping, got 5"
