@@ -26,7 +26,8 @@ from bystroq.messages import (
 )
 from bystroq.producer import Producer, Submitted
 from bystroq.progress import ProgressPublisher, ProgressReporter, get_progress_reporter
-from bystroq.worker import Listener, Outcome, Worker, WorkerOptions, listen
+from bystroq.listener import Listener
+from bystroq.worker import Outcome, Worker, WorkerOptions, listen
 
 __version__ = "0.1.0"
 

@@ -10,8 +10,8 @@ from bystroq.errors import BystroqError
 from bystroq.messages import key_to_submission_id
 from bystroq.ops.cancel import cancel_submission
 from bystroq.ops.retry import retry_submission
-from bystroq.records.model import STATES
 from bystroq.records.views import (
+    STATES,
     CancelView,
     SubmittedView,
     status_view,

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from bystroq.records.model import STATES
 from bystroq.records.views import (
+    EVENT_FIELDS,
+    STATES,
     BatchStatusView,
     SubmissionStatusView,
     SubmissionView,
@@ -101,10 +102,6 @@ def fields(pairs: Sequence[tuple[str, object]]) -> None:
             echo(f"{name + ':':<11} {value}")
 
 
-# Fields every event carries; the rest is the event's detail.
-EVENT_FIELDS = ("event", "submissionID", "queueID", "attempt", "seq", "worker", "at")
-
-
 def submission(view: SubmissionView) -> None:
     fields([
         ("submission", view.submission_id), ("category", view.category),
@@ -154,7 +151,7 @@ def event_line(server: str, event: dict[str, Any] | bytes) -> str:
     name = event.get("event", "?")
     ident = event.get("submissionID", f"queueID={event.get('queueID')}")
     rest = {k: v for k, v in event.items()
-            if k not in ("event", "submissionID", "worker", "at", "seq")}
+            if k not in EVENT_FIELDS - {"queueID", "attempt"}}
     extra = " ".join(f"{k}={json.dumps(v)}" for k, v in rest.items())
     return f"{server} {name:<9} {ident} {extra}".rstrip()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -27,8 +27,7 @@ from bystroq.messages import Event, record_key
 # `unknown`: a put was sent but never answered; the job may be on its server or not. Like
 # `queued` it is not final: the job's events, if it arrives, move the record on.
 State = Literal["queued", "unknown", "started", "retrying", "completed", "failed", "cancelled"]
-STATES: tuple[str, ...] = (
-    "queued", "unknown", "started", "retrying", "completed", "failed", "cancelled")
+STATES: tuple[str, ...] = get_args(State)
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 # Waiting for a job to start: no event of the current run has been applied yet.
 WAITING_STATES = frozenset({"queued", "unknown"})

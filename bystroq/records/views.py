@@ -13,6 +13,8 @@ import msgspec
 
 from bystroq.messages import key_to_submission_id
 from bystroq.records.batchstore import Batch
+from bystroq.records.model import EVENT_FIELDS as EVENT_FIELDS  # the vocabulary, re-exported
+from bystroq.records.model import STATES as STATES
 from bystroq.records.model import Record, TimelineEntry
 
 SubmissionID = str | int
