@@ -112,3 +112,13 @@ def test_global_options_work_after_the_command(records_cli: Invoke, tmp_path: Pa
     assert code == 2 and "no category or submission tube named 'echo'" in err
     code, out, _ = records_cli("stats", "--log-level", "debug", "--json-logs", "--json")
     assert code == 0 and "tubes" in json.loads(out)
+
+
+def test_json_logs_after_the_command(records_cli: Invoke) -> None:
+    assert records_cli("submit", "--tube", "echo", "--json", '{"submissionID": 5}')[0] == 0
+    code, _, err = records_cli("listen", "--tube", "echo", "--burst", "--json-logs",
+                               "--log-level", "info")
+    assert code == 0
+    logs = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert any(entry["event"] == "job completed" and entry["submissionID"] == 5
+               for entry in logs)
