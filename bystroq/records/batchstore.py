@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.errors import DuplicateItem
 from bystroq.records import model
-from bystroq.records.database import retry_conflicts
+from bystroq.records.database import Cursor, retry_conflicts
 from bystroq.records.model import ACTIVE_STATES, Record
 from bystroq.records.sql import SQLStore
 
@@ -203,7 +203,7 @@ class Store(SQLStore):
             for claim in claims:
                 self._drop_claim(cur, claim)
 
-    def _drop_claim(self, cur: Any, claim: Claim) -> None:
+    def _drop_claim(self, cur: Cursor, claim: Claim) -> None:
         self._execute(cur, "DELETE FROM bystroq_batch_claims WHERE batch_id = ? AND n = ? "
                       "AND gen = ?", (claim.batch_id, claim.n, claim.gen))
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -35,6 +35,35 @@ CONFLICT_RETRIES = 8
 # Reconnecting to a store that went away: first wait, and the cap of the doubling waits.
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
+
+
+class Cursor(Protocol):
+    """The DB-API cursor the stores use (sqlite3's and psycopg's)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Connection(Protocol):
+    """A DB-API connection: cursors inside explicit transactions."""
+
+    def cursor(self) -> Cursor: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Conflict(Exception):
@@ -63,10 +92,10 @@ class Database:
     placeholder = "?"
     url: str
 
-    def __init__(self, url: str, conn: Any, read_only: bool = False) -> None:
+    def __init__(self, url: str, conn: Connection, read_only: bool = False) -> None:
         self.url = url
         self.read_only = read_only
-        self._conn: Any = conn
+        self._conn: Connection | None = conn
         self._lock = threading.RLock()
         self._log = structlog.get_logger("bystroq.records")
         self._down_since: float | None = None
@@ -79,7 +108,7 @@ class Database:
 
     # -- what a backend supplies -------------------------------------------------------
 
-    def _connect(self) -> Any:
+    def _connect(self) -> Connection:
         """A new connection (called after the last one was lost)."""
         raise StoreUnavailable(f"{self.url}: the connection was lost")
 
@@ -87,7 +116,7 @@ class Database:
         """StoreUnavailable or Conflict for a database error of that kind, else None."""
         return None
 
-    def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
+    def _lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
         """Lock records (by `lock_key`) until the transaction ends, in the order given."""
 
     # -- plumbing ----------------------------------------------------------------------
@@ -96,7 +125,7 @@ class Database:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self) -> Iterator[Cursor]:
         """A cursor inside one transaction: committed on success, rolled back on error.
 
         Raises StoreUnavailable when the database cannot be reached, Conflict when the
@@ -125,7 +154,7 @@ class Database:
                               down_s=round(time.monotonic() - self._down_since, 1))
             self._down_since, self._backoff_s = None, RECONNECT_FIRST_S
 
-    def _connection(self) -> Any:
+    def _connection(self) -> Connection:
         if self._conn is not None:
             return self._conn
         now = time.monotonic()
@@ -168,7 +197,7 @@ class Database:
         self._retry_at = time.monotonic() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, RECONNECT_MAX_S)
 
-    def _execute(self, cur: Any, text: str, params: Sequence[Any] = ()) -> Any:
+    def _execute(self, cur: Cursor, text: str, params: Sequence[object] = ()) -> Cursor:
         cur.execute(self._sql(text), tuple(params))
         return cur
 
@@ -207,7 +236,7 @@ class Database:
                                f"{None if row is None else row[0]} is not one this bystroq "
                                f"reads ({SCHEMA_VERSION}); upgrade bystroq")
 
-    def _lock_schema(self, cur: Any) -> None:
+    def _lock_schema(self, cur: Cursor) -> None:
         """Keep two processes from migrating at once (a backend may override)."""
 
     def close(self) -> None:

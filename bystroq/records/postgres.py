@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
-from bystroq.records.database import Conflict
+from bystroq.records.database import Conflict, Connection, Cursor
 
 # Any constant will do: it keeps two processes from migrating the schema at once.
 MIGRATION_LOCK = 0x6279_7374
@@ -45,11 +44,12 @@ class PostgresStore(Store):
                                f"{_one_line(exc, url)}") from None
         super().__init__(safe, conn, read_only)
 
-    def _open(self) -> Any:
-        return self._psycopg.connect(self._dsn, autocommit=False,
-                                     connect_timeout=CONNECT_TIMEOUT_S)
+    def _open(self) -> Connection:
+        conn: Connection = self._psycopg.connect(self._dsn, autocommit=False,
+                                                 connect_timeout=CONNECT_TIMEOUT_S)
+        return conn
 
-    def _connect(self) -> Any:
+    def _connect(self) -> Connection:
         try:
             return self._open()
         except self._psycopg.OperationalError as exc:
@@ -64,12 +64,12 @@ class PostgresStore(Store):
             return StoreUnavailable
         return None
 
-    def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
+    def _lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
         if keys:  # sorted by the caller: two writers always lock in the same order
             cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) "
                         "WITH ORDINALITY AS t(k, n) ORDER BY n", (list(keys),))
 
-    def _lock_schema(self, cur: Any) -> None:
+    def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 

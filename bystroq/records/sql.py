@@ -22,7 +22,7 @@ import msgspec
 
 from bystroq.messages import key_to_submission_id
 from bystroq.records import model
-from bystroq.records.database import Database, retry_conflicts
+from bystroq.records.database import Cursor, Database, retry_conflicts
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 from bystroq.records.rows import RECORD_COLUMNS, event_row, lock_key, record_row, row_record
 
@@ -37,13 +37,13 @@ class SQLStore(Database):
 
     # -- rows <-> records --------------------------------------------------------------
 
-    def _load(self, cur: Any, where: str, params: Sequence[Any]) -> list[Record]:
+    def _load(self, cur: Cursor, where: str, params: Sequence[object]) -> list[Record]:
         columns = ", ".join(RECORD_COLUMNS)
         rows = self._execute(cur, f"SELECT {columns} FROM bystroq_records WHERE {where}",
                              params).fetchall()
         return [row_record(row) for row in rows]
 
-    def _load_ids(self, cur: Any, ids: Iterable[str], lock: bool = True) -> dict[str, Record]:
+    def _load_ids(self, cur: Cursor, ids: Iterable[str], lock: bool = True) -> dict[str, Record]:
         """The records with these ids that exist; locked first (for writing) unless
         `lock` is False. Lock every id a transaction will touch in one call: locks taken
         in several calls can deadlock (the transaction is then run again)."""
@@ -60,7 +60,7 @@ class SQLStore(Database):
                 records[record.submission_id] = record
         return records
 
-    def _save(self, cur: Any, records: Sequence[Record]) -> None:
+    def _save(self, cur: Cursor, records: Sequence[Record]) -> None:
         if not records:
             return
         columns = ", ".join(RECORD_COLUMNS)
@@ -110,7 +110,7 @@ class SQLStore(Database):
             return sum(row[10] for row in log)
 
     def _drop_duplicates(
-        self, cur: Any, events: Sequence[IncomingEvent]
+        self, cur: Cursor, events: Sequence[IncomingEvent]
     ) -> list[IncomingEvent]:
         keys = list({e.key for e in events})
         seen: set[str] = set()
@@ -128,7 +128,7 @@ class SQLStore(Database):
                 fresh.append(event)
         return fresh
 
-    def _submission_of(self, cur: Any, event: IncomingEvent) -> str:
+    def _submission_of(self, cur: Cursor, event: IncomingEvent) -> str:
         """The submission an event is about; an undecodable job's is found by its queueID."""
         if event.submission_id is not None:
             return event.submission_id

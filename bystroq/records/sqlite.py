@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
+from bystroq.records.database import Connection, Cursor
 
 BUSY_TIMEOUT_S = 30.0
 # What SQLite says when the database cannot take a write now but may later.
@@ -52,7 +52,7 @@ class SQLiteStore(Store):
             raise
         return _Transactional(conn)
 
-    def _connect(self) -> Any:
+    def _connect(self) -> Connection:
         try:
             return self._open()
         except sqlite3.Error as exc:
@@ -65,7 +65,7 @@ class SQLiteStore(Store):
             return StoreUnavailable
         return None
 
-    def _lock_schema(self, cur: Any) -> None:
+    def _lock_schema(self, cur: Cursor) -> None:
         pass  # BEGIN IMMEDIATE (below) already holds the write lock
 
 
