@@ -28,7 +28,11 @@ def _run_two_jobs(run: Invoke) -> None:
     assert run(*submit, '{"submissionID": "a", "message": "m"}')[0] == 0
     assert run(*submit, '{"submissionID": 7, "fail": "boom"}')[0] == 0
     assert run("listen", "--tube", "echo", "--burst")[0] == 0
-    assert run("consume", "--burst")[0] == 0
+    code, out, _ = run("consume", "--burst", "--json")
+    assert code == 0
+    assert json.loads(out) == {"applied": 4, "malformed": 0, "rejected": 0,
+                               "storeOutages": 0, "byEvent": {"started": 2, "completed": 1,
+                                                              "failed": 1}}
 
 
 def test_list_and_status_json_are_the_submission_views(records_cli: Invoke) -> None:

@@ -11,11 +11,11 @@ from types import FrameType
 import click
 
 from bystroq.cli import render
-from bystroq.cli.context import BystroqCommand, State, pass_state, records_option
+from bystroq.cli.context import BystroqCommand, State, json_option, pass_state, records_option
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.ops.submit import check_job, job_decoder, jobs_file, submit_jobs
-from bystroq.records.views import SubmittedView
+from bystroq.records.views import ConsumedView, SubmittedView
 
 
 @click.command(cls=BystroqCommand)
@@ -78,8 +78,10 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
 @click.option("--tube", "tubes", multiple=True, help="Categories to consume (default: all).")
 @records_option
 @click.option("--burst", is_flag=True, help="Stop when no event is ready.")
+@json_option
 @pass_state
-def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst: bool) -> None:
+def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst: bool,
+            as_json: bool) -> None:
     """Apply events from the events tubes to the submission records (and feed batches)."""
     config = state.config()
     with (state.store(records_url) as store,
@@ -95,5 +97,11 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if as_json:
+        render.echo_json(ConsumedView(applied=stats.applied, malformed=stats.malformed,
+                                      rejected=stats.rejected,
+                                      store_outages=stats.store_outages,
+                                      by_event=stats.by_event))
+        return
     render.echo(f"applied {stats.applied} events ({stats.malformed} malformed and "
                 f"{stats.rejected} refused by the store, buried)", err=True)

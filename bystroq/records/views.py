@@ -154,6 +154,16 @@ class CountView(View, frozen=True):
     error: str | None = None
 
 
+class ConsumedView(View, frozen=True):
+    """What `bystroq consume` applied before it stopped."""
+
+    applied: int
+    malformed: int  # buried: not an event
+    rejected: int  # buried: refused by the store
+    store_outages: int
+    by_event: dict[str, int]
+
+
 class CancelView(View, frozen=True):
     """What a cancel did: `deleted` (it never runs) or `requested` (its worker stops it)."""
 
