@@ -78,6 +78,9 @@ def test_batch_status_json_is_the_batch_status_view(
     code, out, _ = records_cli("batch", "list", "--json")
     assert code == 0 and [v["batch"]["batchID"] for v in json.loads(out)] == [
         created["batchID"]]
+    code, out, _ = records_cli("batch", "cancel", created["batchID"], "--json")
+    assert code == 0  # no worker runs: both jobs were queued, and are deleted
+    assert json.loads(out) == {"batchID": created["batchID"], "deleted": 2, "requested": 0}
 
 
 def test_stats_json_is_the_stats_view(records_cli: Invoke, config: LoadedConfig) -> None:

@@ -21,7 +21,7 @@ from bystroq.ops.batches import (
 )
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.records.batchstore import Store
-from bystroq.records.views import BatchStatusView, batch_view, failure_view
+from bystroq.records.views import BatchCancelView, BatchStatusView, batch_view, failure_view
 
 
 def status_view(status: BatchStatus) -> BatchStatusView:
@@ -120,12 +120,18 @@ def batch_status_cmd(state: State, batch_id: str, as_json: bool,
 
 @batch.command(name="cancel")
 @click.argument("batch_id")
+@json_option
 @records_option
 @pass_state
-def batch_cancel(state: State, batch_id: str, records_url: str | None) -> None:
+def batch_cancel(state: State, batch_id: str, as_json: bool, records_url: str | None) -> None:
     """No new jobs; queued ones deleted; running ones cancelled by their workers."""
     with state.store(records_url) as store:
-        render.echo(cancel_batch(store, batch_id))
+        done = cancel_batch(store, batch_id)
+    if as_json:
+        render.echo_json(BatchCancelView(batch_id=done.batch_id, deleted=done.deleted,
+                                         requested=done.requested))
+    else:
+        render.echo(f"{batch_id}: cancelled; {done}")
 
 
 @batch.command(name="wait")

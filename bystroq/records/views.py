@@ -164,6 +164,14 @@ class ConsumedView(View, frozen=True):
     by_event: dict[str, int]
 
 
+class BatchCancelView(View, frozen=True):
+    """What cancelling a batch did to its jobs."""
+
+    batch_id: str = msgspec.field(name="batchID")
+    deleted: int
+    requested: int
+
+
 class CancelView(View, frozen=True):
     """What a cancel did: `deleted` (it never runs) or `requested` (its worker stops it)."""
 

@@ -185,7 +185,8 @@ class Feeder:
         if self.store.finish_batch(batch.batch_id, "failed", reason):
             done = cancel_active(self.store, batch.batch_id, "batch stopped on a failure",
                                  states=("queued",))
-            self.log.warning("batch stopped", batch=batch.batch_id, reason=reason, cancelled=done)
+            self.log.warning("batch stopped", batch=batch.batch_id, reason=reason,
+                             cancelled=str(done))
         return True
 
     # -- claims whose feeder died (or stalls) ------------------------------------------
