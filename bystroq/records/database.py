@@ -1,8 +1,8 @@
 """The records database: one connection, transactions, reconnecting, and migrations.
 
-A backend (bystroq.records.sqlite, bystroq.records.postgres) supplies a way to connect,
-its placeholder, how to classify its errors and how to lock records; everything else is
-here. The schema is created and migrated on open (table `bystroq_schema` holds the
+A Backend (bystroq.records.sqlite, .postgres), held by the store, supplies a way to
+connect, its placeholder, how to classify its errors and how to lock records; everything
+else is here. The schema is created and migrated on open (table `bystroq_schema` holds the
 version); a read-only store only checks it.
 
 Failures: a database that cannot be reached (connection lost, server restarted, disk full)
@@ -66,6 +66,28 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+class Backend(Protocol):
+    """What one kind of database supplies (bystroq.records.sqlite, .postgres)."""
+
+    placeholder: str  # how a query marks a parameter: "?" or "%s"
+
+    def connect(self) -> Connection:
+        """A new connection (after the last one was lost); StoreUnavailable if none."""
+        ...
+
+    def classify(self, exc: BaseException) -> type[BaseException] | None:
+        """StoreUnavailable or Conflict for a database error of that kind, else None."""
+        ...
+
+    def lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
+        """Lock records (by `lock_key`) until the transaction ends, in the order given."""
+        ...
+
+    def lock_schema(self, cur: Cursor) -> None:
+        """Keep two processes from migrating at once."""
+        ...
+
+
 class Conflict(Exception):
     """A transaction lost a race it cannot win by waiting (deadlock, serialization)."""
 
@@ -89,11 +111,12 @@ class Database:
     """A connection to the records database, with transactions, reconnecting and the
     schema's migrations (see the module docstring); the stores build on it."""
 
-    placeholder = "?"
     url: str
 
-    def __init__(self, url: str, conn: Connection, read_only: bool = False) -> None:
+    def __init__(self, url: str, backend: Backend, conn: Connection,
+                 read_only: bool = False) -> None:
         self.url = url
+        self.backend = backend
         self.read_only = read_only
         self._conn: Connection | None = conn
         self._lock = threading.RLock()
@@ -106,23 +129,11 @@ class Database:
         else:
             self._migrate()
 
-    # -- what a backend supplies -------------------------------------------------------
-
-    def _connect(self) -> Connection:
-        """A new connection (called after the last one was lost)."""
-        raise StoreUnavailable(f"{self.url}: the connection was lost")
-
-    def _classify(self, exc: BaseException) -> type[BaseException] | None:
-        """StoreUnavailable or Conflict for a database error of that kind, else None."""
-        return None
-
-    def _lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
-        """Lock records (by `lock_key`) until the transaction ends, in the order given."""
-
     # -- plumbing ----------------------------------------------------------------------
 
     def _sql(self, text: str) -> str:
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+        mark = self.backend.placeholder
+        return text if mark == "?" else text.replace("?", mark)
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
@@ -162,7 +173,7 @@ class Database:
             raise StoreUnavailable(f"{self.url}: unavailable; trying again in "
                                    f"{self._retry_at - now:.1f} s")
         try:
-            self._conn = self._connect()
+            self._conn = self.backend.connect()
         except StoreUnavailable:
             self._wait_longer()
             raise
@@ -170,7 +181,7 @@ class Database:
 
     def _failed(self, exc: BaseException) -> None:
         """Turn a database error into StoreUnavailable or Conflict (raised from here)."""
-        kind = self._classify(exc)
+        kind = self.backend.classify(exc)
         if kind is Conflict:
             raise Conflict(str(exc)) from exc
         if kind is StoreUnavailable:
@@ -203,7 +214,7 @@ class Database:
 
     def _migrate(self) -> None:
         with self.transaction() as cur:
-            self._lock_schema(cur)
+            self.backend.lock_schema(cur)
             self._execute(cur, "CREATE TABLE IF NOT EXISTS bystroq_schema (version INTEGER)")
             row = self._execute(cur, "SELECT version FROM bystroq_schema").fetchone()
             version = row[0] if row else 0
@@ -235,9 +246,6 @@ class Database:
             raise BystroqError(f"{self.url}: records schema version "
                                f"{None if row is None else row[0]} is not one this bystroq "
                                f"reads ({SCHEMA_VERSION}); upgrade bystroq")
-
-    def _lock_schema(self, cur: Cursor) -> None:
-        """Keep two processes from migrating at once (a backend may override)."""
 
     def close(self) -> None:
         with self._lock:

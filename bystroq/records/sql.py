@@ -51,7 +51,7 @@ class SQLStore(Database):
         if not ids:
             return {}
         if lock:
-            self._lock_records(cur, sorted({lock_key(i) for i in ids}))
+            self.backend.lock_records(cur, sorted({lock_key(i) for i in ids}))
         records: dict[str, Record] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -83,7 +83,7 @@ class SQLStore(Database):
             # orphan id, which the producer's record_queued locks too.
             named = {e.submission_id or model.orphan_id(e.server, e.queue_id or 0)
                      for e in events}
-            self._lock_records(cur, sorted({lock_key(i) for i in named}))
+            self.backend.lock_records(cur, sorted({lock_key(i) for i in named}))
             fresh = self._drop_duplicates(cur, events)
             owners = [self._submission_of(cur, e) for e in fresh]
             # Owners found by queueID are locked now (rarely out of order: see Conflict).

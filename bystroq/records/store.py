@@ -104,17 +104,17 @@ def open_store(url: str = DEFAULT_URL, read_only: bool = False) -> Store:
 
     A `read_only` store creates nothing: the database must exist and is never written."""
     if url.startswith("sqlite://"):
-        from bystroq.records.sqlite import SQLiteStore
+        from bystroq.records.sqlite import sqlite_store
 
         path = url[len("sqlite://"):]
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise BystroqError(f"{url}: expected sqlite:///relative.db or sqlite:////abs.db")
-        return SQLiteStore(url, path, read_only)
+        return sqlite_store(url, path, read_only)
     if url.startswith(("postgresql://", "postgres://")):
-        from bystroq.records.postgres import PostgresStore
+        from bystroq.records.postgres import postgres_store
 
-        return PostgresStore(url, read_only)
+        return postgres_store(url, read_only)
     raise BystroqError(
         f"records URL {url!r}: expected sqlite:///path.db or postgresql://user@host/db"
     )
