@@ -12,6 +12,7 @@ from bystroq.errors import (
     Retry,
     ServersUnavailable,
 )
+from bystroq.listener import Listener
 from bystroq.messages import (
     BaseMessage,
     CancelledJobMessage,
@@ -26,7 +27,7 @@ from bystroq.messages import (
 )
 from bystroq.producer import Producer, Submitted
 from bystroq.progress import ProgressPublisher, ProgressReporter, get_progress_reporter
-from bystroq.worker import Listener, Outcome, Worker, WorkerOptions, listen
+from bystroq.worker import Outcome, Worker, WorkerOptions, listen
 
 __version__ = "0.1.0"
 

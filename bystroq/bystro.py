@@ -333,8 +333,11 @@ class DebugProgressReporter(ProgressReporter):
 def get_progress_reporter(
     publisher: ProgressPublisher | None = None,
     update_interval: int = DEFAULT_UPDATE_INTERVAL,
-) -> ProgressReporter:
-    """A handler's reporter for `publisher`; one that only logs when there is none."""
+) -> Any:
+    """A handler's reporter for `publisher`; one that only logs when there is none.
+
+    A ProgressReporter, typed Any as Bystro's Ray actor handle was, so that both its
+    plain calls and Ray-style `reporter.increment.remote(n)` type-check in listeners."""
     if not publisher:
         return DebugProgressReporter()
     reporter = BeanstalkdProgressReporter(publisher, update_interval=update_interval)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,8 +19,13 @@ from ruamel.yaml.error import YAMLError
 from bystroq.errors import ConfigError, UnknownCategory
 
 DEFAULT_PATH = Path("config/beanstalk.yml")
+# beanstalkd's priority of a job put without one (0 is the most urgent).
+DEFAULT_PRIORITY = 2**16
 ENV_VAR = "BYSTROQ_CONFIG"
-TEMPLATE_NAME = "beanstalk.clean.yml"
+TEMPLATE_PATH = Path("config/beanstalk.clean.yml")
+# A category's listener module when its `listener:` key is absent: the user's own
+# `listeners/` package, imported from the working directory (or --app-dir).
+DEFAULT_LISTENER_PACKAGE = "listeners"
 
 
 # The two generations of Bystro's wire, named by how they spell the submission's id: the
@@ -65,10 +72,7 @@ class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tubes: dict[str, CategoryConfig]
 
     def __post_init__(self) -> None:
-        if not self.addresses:
-            raise ValueError("expected at least one address `host:port`")
-        for address in self.addresses:
-            parse_address(address)
+        _check_addresses(self.addresses)
         # Bystro passes plain dicts; accept them as it does, into a dict of our own (the
         # caller's, often the loaded YAML, is left as it was).
         if any(isinstance(conf, dict) for conf in self.tubes.values()):
@@ -108,6 +112,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 @dataclass(frozen=True)
+class Category:
+    """A category resolved once: its name, its two tubes, its settings, its listener."""
+
+    name: str
+    settings: CategoryConfig
+    listener: str  # the module that implements it
+
+    @property
+    def submission(self) -> str:
+        return self.settings.submission
+
+    @property
+    def events(self) -> str:
+        return self.settings.events
+
+
+@dataclass(frozen=True)
 class LoadedConfig:
     """A validated configuration and the file it came from."""
 
@@ -141,7 +162,18 @@ class LoadedConfig:
         raise AssertionError("unreachable")
 
     def listener_module(self, name: str) -> str:
-        return self.category(name).listener or f"listeners.{self.category_name(name)}"
+        return self.resolve(name).listener
+
+    def resolve(self, name: str) -> Category:
+        """The category called `name` (or whose submission tube it is), resolved."""
+        settings = self.category(name)
+        key = self.category_name(name)
+        listener = settings.listener or f"{DEFAULT_LISTENER_PACKAGE}.{key}"
+        return Category(name=key, settings=settings, listener=listener)
+
+    def categories(self) -> list[Category]:
+        """Every configured category, in the file's order."""
+        return [self.resolve(name) for name in self.config.beanstalkd.tubes]
 
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d+)$")
@@ -155,29 +187,27 @@ def parse_address(address: str) -> tuple[str, int]:
     return match["host"].strip("[]"), int(match["port"])
 
 
-def resolve_path(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """--config, else $BYSTROQ_CONFIG, else config/beanstalk.yml if present, else None."""
+def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """--config, else $BYSTROQ_CONFIG, else config/beanstalk.yml."""
     if path is not None:
         return Path(path)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    if DEFAULT_PATH.exists():
-        return DEFAULT_PATH
-    return None
+    return DEFAULT_PATH
 
 
 def load(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
     """Load and validate the configuration (see `resolve_path` for which file)."""
     resolved = resolve_path(path)
-    if resolved is None:
-        text = resources.files("bystroq").joinpath(TEMPLATE_NAME).read_text()
-        return parse(text, source=f"<built-in {TEMPLATE_NAME}>")
     try:
         text = resolved.read_text()
     except FileNotFoundError:
+        how = ("--config" if path is not None else f"${ENV_VAR}" if os.environ.get(ENV_VAR)
+               else f"the default (no --config, no ${ENV_VAR})")
         raise ConfigError(
-            f"{resolved}: config file not found; copy config/{TEMPLATE_NAME} there "
-            f"or pass --config / set {ENV_VAR}"
+            f"{resolved}: config file not found; copy {TEMPLATE_PATH} (in bystroq's "
+            f"repository) there and fill in your servers, or pass --config FILE or set "
+            f"{ENV_VAR} (looked there by {how})"
         ) from None
     except OSError as exc:
         raise ConfigError(f"{resolved}: cannot read config file: {exc.strerror}") from None
@@ -192,83 +222,102 @@ def parse(text: str, source: str = "<string>") -> LoadedConfig:
         raise ConfigError(f"{source}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a `beanstalkd:` key at the top")
+    problem = _check(raw, Config, "")
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
+    return LoadedConfig(config=msgspec.convert(raw, Config), source=source)
+
+
+def _check(raw: dict[Any, Any], struct: type[msgspec.Struct], path: str) -> str | None:
+    """What is wrong with `raw` as a `struct` at `path`, key by key, or None.
+
+    Each key is checked on its own (so the error names it without reading msgspec's
+    message for a path); then the whole, for the checks across keys (`__post_init__`)."""
+    fields = msgspec.structs.fields(struct)
+    names = [f.encode_name for f in fields]
+    for key in raw:
+        if key not in names:
+            return f"unknown key `{_join(path, key)}`; expected one of: {', '.join(names)}"
+    for f in fields:
+        if f.required and f.encode_name not in raw:
+            required = ", ".join(g.encode_name for g in fields if g.required)
+            return f"missing key `{_join(path, f.encode_name)}`; required there: {required}"
+    for f in fields:
+        if f.encode_name in raw:
+            key = _join(path, f.encode_name)
+            problem = _check_value(raw[f.encode_name], f.type, key)
+            extra = _FIELD_CHECKS.get((struct, f.encode_name))
+            if problem is None and extra is not None:
+                try:
+                    extra(raw[f.encode_name])
+                except ValueError as exc:
+                    problem = _at(key, None, str(exc))
+            if problem is not None:
+                return problem
     try:
-        config = msgspec.convert(raw, Config)
+        msgspec.convert(raw, struct)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_explain(_name_category(raw, str(exc)))}") from None
-    return LoadedConfig(config=config, source=source)
+        return str(exc)  # a check across keys (`__post_init__`), which names its keys
+    return None
 
 
-def _name_category(raw: dict[str, Any], message: str) -> str:
-    """msgspec writes a dict key as `[...]`: put the failing category's name there."""
-    if "tubes[...]" not in message:
-        return message.replace("`$.beanstalkd`", "`$.beanstalkd.addresses`", 1) if (
-            "address" in message
-        ) else message
-    for name, conf in raw["beanstalkd"]["tubes"].items():
-        try:
-            msgspec.convert(conf, CategoryConfig)
-        except msgspec.ValidationError:
-            return message.replace("tubes[...]", f"tubes.{name}")
-    return message
+def _check_addresses(addresses: list[str]) -> None:
+    if not addresses:
+        raise ValueError("expected at least one address `host:port`")
+    for address in addresses:
+        parse_address(address)
+
+
+_FIELD_CHECKS: dict[tuple[type[msgspec.Struct], str], Callable[[Any], None]] = {
+    (QueueConf, "addresses"): _check_addresses,
+}
+
+
+def _check_value(value: Any, kind: Any, path: str) -> str | None:
+    """A value of a field: a Struct, a mapping of Structs (the categories), or a plain type."""
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct) and isinstance(value, dict):
+        return _check(value, kind, path)
+    struct = _struct_of(kind)
+    if struct is not None and isinstance(value, dict):
+        return _check(value, struct, path)
+    args = typing.get_args(kind)
+    if (typing.get_origin(kind) is dict and isinstance(value, dict) and len(args) == 2
+            and isinstance(args[1], type) and issubclass(args[1], msgspec.Struct)):
+        for name, item in value.items():
+            if not isinstance(item, dict):
+                return _at(_join(path, name), None, f"expected a mapping, got {item!r}")
+            problem = _check(item, args[1], _join(path, name))
+            if problem is not None:
+                return problem
+        return None
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        if typing.get_origin(kind) is typing.Literal:  # name the values allowed
+            allowed = ", ".join(map(str, typing.get_args(kind)))
+            return _at(path, None, f"{value!r} is not one of: {allowed}")
+        return _at(path, exc)
+    return None
+
+
+def _struct_of(kind: Any) -> type[msgspec.Struct] | None:
+    """The Struct in `Struct | None`, if that is what `kind` is."""
+    if typing.get_origin(kind) not in (typing.Union, types.UnionType):
+        return None
+    structs = [arg for arg in typing.get_args(kind)
+               if isinstance(arg, type) and issubclass(arg, msgspec.Struct)]
+    return structs[0] if len(structs) == 1 else None
+
+
+def _at(path: str, exc: msgspec.ValidationError | None, text: str = "") -> str:
+    what = text or str(exc)
+    what = what[0].lower() + what[1:] if what else "invalid"
+    return f"key `{path}`: {what}" if path else what
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
-
-
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-
-
-def _explain(message: str) -> str:
-    """Turn msgspec's `... - at `$.a.b`` into `key a.b: ...` with the fix spelled out."""
-    match = _AT.match(message)
-    assert match is not None
-    what, path = match["what"], (match["path"] or "").lstrip(".")
-    unknown = re.match(r"Object contains unknown field `(.+)`", what)
-    if unknown:
-        key = f"{path}.{unknown[1]}" if path else unknown[1]
-        return f"unknown key `{key}`; expected one of: {_expected_keys(path)}"
-    missing = re.match(r"Object missing required field `(.+)`", what)
-    if missing:
-        key = f"{path}.{missing[1]}" if path else missing[1]
-        return f"missing key `{key}`; required there: {_required_keys(path)}"
-    invalid = re.match(r"Invalid enum value (.+)", what)
-    choices = _literal_values(path) if invalid else None
-    if invalid and choices:
-        return f"key `{path}`: {invalid[1]} is not one of: {', '.join(choices)}"
-    where = f"key `{path}`: " if path and not what.startswith("`") else ""  # keys named
-    return f"{where}{what[0].lower()}{what[1:]}" if what else f"{where}invalid"
-
-
-def _literal_values(path: str) -> list[str] | None:
-    """The values a Literal key allows (e.g. `wire`, `isolation`), if it is one."""
-    parent, _, name = path.rpartition(".")
-    info = msgspec.inspect.type_info(_struct_at(parent))
-    assert isinstance(info, msgspec.inspect.StructType)
-    for field in info.fields:
-        if field.encode_name == name and isinstance(field.type, msgspec.inspect.LiteralType):
-            return [str(value) for value in field.type.values]
-    return None
-
-
-def _required_keys(path: str) -> str:
-    struct = _struct_at(path)
-    fields = msgspec.structs.fields(struct)
-    return ", ".join(f.name for f in fields if f.required)
-
-
-def _expected_keys(path: str) -> str:
-    return ", ".join(_struct_at(path).__struct_fields__)
-
-
-def _struct_at(path: str) -> Any:
-    parts = path.split(".") if path else []
-    struct: Any = Config
-    if parts[:1] == ["beanstalkd"]:
-        struct = QueueConf
-        if len(parts) >= 3 and parts[1] == "tubes":
-            struct = CategoryConfig
-            if len(parts) >= 4 and parts[3] == "retry":
-                struct = RetryConfig
-    return struct

@@ -19,10 +19,8 @@ import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError, StoreUnavailable
-from bystroq.feeder import DEFAULT_GRACE_S, Feeder
-from bystroq.producer import Producer
-from bystroq.records import Store
 from bystroq.records.model import IncomingEvent, parse_event
+from bystroq.records.store import EventWriter
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
@@ -34,7 +32,6 @@ from bystroq.servers import (
 
 BATCH = 200
 IDLE_POLL_MAX_S = 0.1
-FEED_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -51,8 +48,8 @@ class Consumer:
     """Applies events from the chosen categories' events tubes to a records store."""
 
     def __init__(
-        self, config: LoadedConfig, store: Store, categories: Sequence[str] | None = None,
-        batch: int = BATCH, feed: bool = True, feed_grace_s: float = DEFAULT_GRACE_S,
+        self, config: LoadedConfig, store: EventWriter, categories: Sequence[str] | None = None,
+        batch: int = BATCH,
     ) -> None:
         tubes = config.config.beanstalkd.tubes
         names = [config.category_name(c) for c in categories] if categories else list(tubes)
@@ -67,11 +64,6 @@ class Consumer:
         self.stats = ConsumerStats()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
-        # Batches of these categories are fed from here (see bystroq.feeder).
-        self.producer = Producer(config) if feed else None
-        self.feeder = Feeder(config, store, self.producer, feed_grace_s) if (
-            self.producer is not None) else None
-        self._fed_at = 0.0
 
     def step(self) -> int:
         """One round over every server: events applied (0 when none was ready)."""
@@ -152,25 +144,17 @@ class Consumer:
             applied += count
         return applied
 
-    def feed(self, force: bool = False) -> int:
-        """Let running batches put their next jobs (at most every FEED_INTERVAL_S unless
-        forced, e.g. because a job finished)."""
-        now = time.monotonic()
-        if self.feeder is None or (not force and now - self._fed_at < FEED_INTERVAL_S):
-            return 0
-        self._fed_at = now
-        try:
-            return self.feeder.step()
-        except StoreUnavailable:
-            return 0  # logged by the store; batches go on when it is back
+    def after_round(self, applied: int, burst: bool) -> int:
+        """Work done beside each round (bystroq.ops.consume feeds batches here); how much."""
+        return 0
 
     def run(self, burst: bool = False) -> ConsumerStats:
-        """Apply events (and feed batches) until stopped, or in burst mode until idle."""
+        """Apply events until stopped, or in burst mode until idle."""
         pause = 0.005
         while not self._stopping:
             applied = self.step()
-            fed = self.feed(force=bool(applied) or burst)
-            if applied or fed:
+            done = self.after_round(applied, burst)
+            if applied or done:
                 pause = 0.005
                 continue
             if burst:
@@ -183,10 +167,6 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
-        if self.feeder is not None:
-            self.feeder.close()
-        if self.producer is not None:
-            self.producer.close()
         for conn, _ in self.conns:
             with conn.lock:
                 conn.close()

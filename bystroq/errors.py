@@ -64,6 +64,18 @@ class HandlerError(BystroqError):
     """A handler failure reported from a child process (type and message as text)."""
 
 
+class BatchError(BystroqError):
+    """A batch cannot be created as asked (bad records file, bad option)."""
+
+
+class DuplicateItem(BystroqError):
+    """Two items of a batch share a submissionID."""
+
+    def __init__(self, submission_id: str) -> None:
+        super().__init__(f"two items share submissionID {submission_id!r}")
+        self.submission_id = submission_id
+
+
 class StoreUnavailable(BystroqError):
     """The records store cannot be reached (database down, disk full); try again later."""
 

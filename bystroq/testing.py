@@ -140,7 +140,7 @@ def config_text(
             f"    {name}:",
             f"      submission: {prefix}{name}",
             f"      events: {prefix}{name}_events",
-            f"      listener: listeners.{name}",
+            f"      listener: bystroq.examples.{name}",
         ]
         lines += [f"      {line}" for line in extra.splitlines() if line.strip()]
     if records:

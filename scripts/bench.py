@@ -44,9 +44,9 @@ import msgspec
 import bystroq
 import bystroq.log
 from bystroq import Producer, Worker, WorkerOptions
+from bystroq.examples.echo import EchoJob
 from bystroq.messages import CompletedJobMessage, SubmittedJobMessage, encode
 from bystroq.testing import Beanstalkd, config_for
-from listeners.echo import EchoJob
 
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
@@ -105,7 +105,7 @@ def bystroq_work(server: Beanstalkd, prefix: str, n: int) -> float:
         worker.run()
     assert worker.counts[bystroq.Outcome.COMPLETED] == n, worker.counts
     events = bench_peers.drain_events(server.host, server.port, prefix + "echo_events")
-    return max(e["at"] for e in events if e.get("event") == "completed") - start
+    return float(max(e["at"] for e in events if e.get("event") == "completed")) - start
 
 
 def fill(address: tuple[str, int], tube: str, n: int) -> None:

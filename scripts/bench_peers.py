@@ -304,8 +304,8 @@ class Beanstalk(System):
             return False
 
     def submit(self, index: int, message: str, sleep_s: float) -> Any:
+        from bystroq.examples.echo import EchoJob
         from bystroq.messages import encode
-        from listeners.echo import EchoJob
 
         job = EchoJob(submissionID=index, message=message, sleep_s=sleep_s)
         if self.name == "bare":
@@ -831,8 +831,8 @@ def bare_worker(address: str, tube: str, events: str) -> None:
     import greenstalk
     import msgspec
 
+    from bystroq.examples.echo import EchoCompleted, EchoJob
     from bystroq.messages import SubmittedJobMessage, encode
-    from listeners.echo import EchoCompleted, EchoJob
 
     host, port = address.rsplit(":", 1)
     decoder = msgspec.json.Decoder(EchoJob)

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import greenstalk
 
@@ -32,10 +33,11 @@ def fill(address: tuple[str, int], tube: str, submissions: int) -> int:
     """started, progress, completed for each submission: what a worker leaves."""
     with greenstalk.Client(address, encoding=None, use=tube) as client:
         for i in range(submissions):
-            fields = {"submissionID": f"s{i}", "queueID": i, "attempt": 1, "worker": "w"}
+            fields: dict[str, Any] = {"submissionID": f"s{i}", "queueID": i, "attempt": 1,
+                                      "worker": "w"}
             client.put(encode(SubmittedJobMessage(**fields, seq=0, at=time.time())))
             client.put(encode(ProgressMessage(**fields, seq=1, at=time.time(),
-                                              data=ProgressData(progress=10))))
+                                              data=ProgressData(progress=10, skipped=0))))
             client.put(encode(CompletedJobMessage(**fields, seq=2, at=time.time())))
     return submissions * 3
 

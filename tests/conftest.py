@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import greenstalk
 import msgspec
@@ -61,9 +62,9 @@ class Tubes:
     def client(self, watch: str = "default", use: str = "default") -> greenstalk.Client[bytes]:
         return greenstalk.Client(self.address, encoding=None, watch=watch, use=use)
 
-    def events(self, tube: str) -> list[dict[str, object]]:
+    def events(self, tube: str) -> list[dict[str, Any]]:
         """Every ready event in `tube`, consumed, in order."""
-        out = []
+        out: list[dict[str, Any]] = []
         with self.client(watch=tube) as client:
             while True:
                 try:

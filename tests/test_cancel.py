@@ -5,10 +5,10 @@ import threading
 import pytest
 
 from bystroq import Outcome, Producer, Worker, WorkerOptions
-from bystroq.cancel import CancelResult, cancel_job
 from bystroq.config import LoadedConfig
+from bystroq.examples.echo import EchoJob
+from bystroq.ops.cancel import CancelResult, cancel_job
 from bystroq.testing import wait_until
-from listeners.echo import EchoJob
 from tests.conftest import Tubes
 
 

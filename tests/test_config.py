@@ -115,9 +115,8 @@ def test_unknown_category_lists_known_ones() -> None:
 def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(config.ENV_VAR, raising=False)
-    builtin = config.load()
-    assert builtin.addresses == [("127.0.0.1", 11300)]
-    assert set(builtin.config.beanstalkd.tubes) == {"annotation", "echo"}
+    with pytest.raises(ConfigError, match=r"config/beanstalk\.yml: config file not found"):
+        config.load()
     (tmp_path / "config").mkdir()
     (tmp_path / "config/beanstalk.yml").write_text(BYSTRO_FILE)
     assert config.load().source == "config/beanstalk.yml"
@@ -130,13 +129,32 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert config.load(explicit).addresses[0] == ("10.9.9.9", 11300)
 
 
-def test_clean_template_is_the_builtin_default(
+def test_without_a_config_file_the_error_says_where_it_looked_and_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    template = Path(__file__).parent.parent / "config" / "beanstalk.clean.yml"
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(config.ENV_VAR, raising=False)
-    assert config.load().config == config.parse(template.read_text()).config
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert "no --config, no $BYSTROQ_CONFIG" in str(info.value)
+    assert "copy config/beanstalk.clean.yml" in str(info.value)
+
+
+def test_the_template_loads_and_points_at_the_examples() -> None:
+    template = Path(__file__).parent.parent / "config" / "beanstalk.clean.yml"
+    loaded = config.load(template)
+    assert loaded.addresses == [("127.0.0.1", 11300)]
+    assert loaded.listener_module("echo") == "bystroq.examples.echo"
+    assert loaded.resolve("annotation").listener == "bystroq.examples.annotation"
+
+
+def test_a_category_is_resolved_once_with_its_name_tubes_and_listener() -> None:
+    loaded = config.parse(BYSTRO_FILE, "conf.yml")
+    category = loaded.resolve("annotation")  # by its submission tube's name as well
+    assert (category.name, category.submission, category.events, category.listener) == (
+        "annotation", "annotation", "annotation_events", "listeners.annotation")
+    assert category.settings.ttr == 60
+    assert [c.name for c in loaded.categories()] == ["annotation", "saveFromQuery"]
 
 
 @pytest.mark.parametrize(("old", "new", "keys"), [
@@ -158,3 +176,23 @@ def test_bystro_queue_conf_with_a_looping_tube_is_refused() -> None:
     with pytest.raises(ValueError, match="both name tube 'x'"):
         config.QueueConf(addresses=["127.0.0.1:11300"],
                          tubes={"a": {"submission": "x", "events": "x"}})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("retry: {base_s: -1}", "key `beanstalkd.tubes.annotation.retry.base_s`: expected "
+                            "`float` >= 0.0"),
+    ("retry: {bogus: 1}", "unknown key `beanstalkd.tubes.annotation.retry.bogus`; expected "
+                          "one of: base_s, max_s, jitter, on"),
+    ("isolation: thread", "key `beanstalkd.tubes.annotation.isolation`: 'thread' is not one "
+                          "of: inline, process"),
+])
+def test_nested_keys_are_named_in_full(line: str, expected: str) -> None:
+    text = BYSTRO_FILE.replace("      events: annotation_events\n",
+                               f"      events: annotation_events\n      {line}\n")
+    assert error_of(text) == f"conf.yml: {expected}"
+
+
+def test_a_category_that_is_not_a_mapping() -> None:
+    text = "beanstalkd:\n  addresses: [127.0.0.1:11300]\n  tubes: {annotation: 5}\n"
+    assert error_of(text) == "conf.yml: key `beanstalkd.tubes.annotation`: expected a " \
+                             "mapping, got 5"

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from bystroq import Outcome, Producer, Worker, WorkerOptions
-from bystroq.cancel import CancelResult, cancel_submission
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
+from bystroq.examples.echo import EchoJob
+from bystroq.ops.cancel import CancelResult, cancel_submission
+from bystroq.ops.retry import retry_submission
 from bystroq.records.sql import SQLStore
-from bystroq.resubmit import retry_submission
 from bystroq.testing import Beanstalkd, config_text, wait_until
-from listeners.echo import EchoJob
 from tests.conftest import Invoke, Tubes
 
 EMPTY = {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
@@ -188,7 +188,7 @@ def test_records_commands(records_cli: Invoke) -> None:
     rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
     assert rows == {"a": "completed", "b": "failed", "c": "queued"}
     code, out, _ = run("list", "--state", "failed", "--json")
-    assert [r["submission_id"] for r in json.loads(out)] == ["b"]
+    assert [r["submissionID"] for r in json.loads(out)] == ["b"]
 
     code, out, _ = run("cancel", "c")
     assert code == 0 and "deleted, it will not run" in out

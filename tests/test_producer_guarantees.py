@@ -18,11 +18,11 @@ from bystroq import Producer, ServersUnavailable, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.errors import StoreUnavailable, SubmitOutcomeUnknown
+from bystroq.examples.echo import EchoJob
 from bystroq.records import Store, model, open_store
 from bystroq.records.model import Record, parse_event
 from bystroq.servers import Server, peer_of
 from bystroq.testing import Beanstalkd, config_for, wait_until
-from listeners.echo import EchoJob
 from tests.chaos.producer import PrivatePostgres, store_restart, unknown_put
 from tests.conftest import Tubes
 
@@ -31,7 +31,7 @@ def run_and_consume(config: LoadedConfig, store: Store) -> None:
     """Run every ready echo job, then apply every event to `store`."""
     with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
         worker.run()
-    with Consumer(config, store, feed=False) as consumer:
+    with Consumer(config, store) as consumer:
         consumer.run(burst=True)
 
 

@@ -10,10 +10,10 @@ import pytest
 from bystroq import JobTooBig, Producer, ServersUnavailable
 from bystroq.config import LoadedConfig
 from bystroq.errors import SubmitOutcomeUnknown
+from bystroq.examples.echo import EchoJob
 from bystroq.messages import ProgressMessage
 from bystroq.progress import ProgressPublisher, ProgressReporter
 from bystroq.testing import Beanstalkd, config_for
-from listeners.echo import EchoJob
 from tests.conftest import Tubes
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from bystroq import Outcome, Producer, Retry, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
+from bystroq.examples.echo import EchoJob
 from bystroq.progress import ProgressPublisher
 from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Listener, load_listener
-from listeners.echo import EchoJob
 from tests.conftest import Tubes
 
 RETRY_NOW = "max_attempts: 3\nretry: {base_s: 0, max_s: 0, jitter: false}"
@@ -50,7 +50,7 @@ def test_retry_on_lists_the_exceptions_that_retry(
 
 
 def test_explicit_retry_with_delay(config: LoadedConfig, tubes: Tubes) -> None:
-    echo = load_listener("listeners.echo")
+    echo = load_listener("bystroq.examples.echo")
 
     def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
         raise Retry(delay_s=30, reason="upstream busy")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bystroq import (
     BaseMessage,
     CompletedJobMessage,
+    ProgressPublisher,
     SubmittedJobMessage,
     Worker,
     WorkerOptions,
@@ -130,10 +132,15 @@ def test_the_wire_setting() -> None:
         parse(text + "wire: submission_id\n")
 
 
+def _publish_halfway(publisher: ProgressPublisher, job: Any) -> int:
+    publisher.publish("halfway")
+    return 1
+
+
 def _echo_listener(job_type: type[BaseMessage]) -> Listener:
     return Listener(
         job_data_type=job_type,
-        handler_fn=lambda publisher, job: publisher.publish("halfway") or 1,
+        handler_fn=_publish_halfway,
         submit_msg_fn=lambda job: SubmittedJobMessage(submissionID=job.submissionID),
         completed_msg_fn=lambda job, result: Done(submissionID=job.submissionID,
                                                   results={"n": result}),
@@ -163,10 +170,10 @@ def test_a_worker_writes_every_event_in_the_configured_spelling(
 
 @pytest.mark.parametrize("spelling", ["submissionID", "submissionId"])
 def test_bystroq_events_shows_either_spelling_alike(spelling: str) -> None:
-    from bystroq.cli import format_event
+    from bystroq.cli.render import event_line
 
     event = {"event": "progress", spelling: "s1", "data": {"progress": 3, "skipped": 0}}
-    assert format_event("srv", event) == 'srv progress  s1 data={"progress": 3, "skipped": 0}'
+    assert event_line("srv", event) == 'srv progress  s1 data={"progress": 3, "skipped": 0}'
 
 
 @pytest.mark.parametrize("wire", ["submissionID", "submissionId"])

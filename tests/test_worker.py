@@ -27,12 +27,13 @@ from bystroq import (
 from bystroq.cli import main
 from bystroq.config import LoadedConfig
 from bystroq.errors import ListenerError
+from bystroq.examples.annotation import AnnotationJobData
+from bystroq.examples.echo import EchoJob
 from bystroq.progress import ProgressPublisher
 from bystroq.servers import Reserved
 from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
 from bystroq.worker import Listener, load_listener
-from listeners.annotation import AnnotationJobData
-from listeners.echo import EchoJob
+from bystroq.worker.runners import ProcessRunner
 from tests.conftest import Tubes
 
 # 2 KB of nested arrays in a field: decoding raises RecursionError unless it is caught.
@@ -144,7 +145,7 @@ def test_long_job_outlives_short_ttr_and_runs_once(
         producer.submit("echo", EchoJob(submissionID="long", sleep_s=6), ttr=2)
     stolen: list[int] = []
     done, running = threading.Event(), threading.Event()
-    echo = load_listener("listeners.echo")
+    echo = load_listener("bystroq.examples.echo")
 
     def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
         running.set()
@@ -175,7 +176,7 @@ def test_long_job_outlives_short_ttr_and_runs_once(
 def test_lost_lease_reports_nothing(config: LoadedConfig, tubes: Tubes) -> None:
     """The TTR runs out (no touching), someone else deletes the job: no result is sent."""
     deleted = threading.Event()
-    echo = load_listener("listeners.echo")
+    echo = load_listener("bystroq.examples.echo")
 
     def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
         assert deleted.wait(20)
@@ -357,7 +358,7 @@ def test_two_servers_all_jobs_processed(
 def test_concurrency_overlaps_four_jobs(config: LoadedConfig, tubes: Tubes) -> None:
     """Four handlers meet at a barrier: only possible if all four run at once."""
     barrier = threading.Barrier(4, timeout=20)
-    echo = load_listener("listeners.echo")
+    echo = load_listener("bystroq.examples.echo")
 
     def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
         barrier.wait()
@@ -397,6 +398,7 @@ def test_process_isolation_reuses_its_child(config: LoadedConfig, tubes: Tubes) 
         for _ in range(3):
             assert worker.step() is Outcome.COMPLETED
             runner = worker._slot(0).runner
+            assert isinstance(runner, ProcessRunner)
             pids.add(runner.pid)
     assert len(pids) == 1
     events = tubes.events(events_tube(config))
@@ -525,7 +527,7 @@ def test_wait_until_polls() -> None:
 
 
 def echo_listener(**overrides: Any) -> Listener:
-    loaded = load_listener("listeners.echo")
+    loaded = load_listener("bystroq.examples.echo")
     fields = {name: getattr(loaded, name) for name in (
         "job_data_type", "handler_fn", "submit_msg_fn", "completed_msg_fn", "failed_msg_fn",
         "module")}

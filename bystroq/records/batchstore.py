@@ -9,21 +9,23 @@ one transaction, and only while the claim still has the feeder's generation, the
 running and the record still waits, the record gets its queueID. Only then is the job kicked
 to ready, and the claim row deleted. A claim left behind by a feeder that died is taken over
 (`take_over` raises its generation, so the old feeder can no longer confirm): see
-bystroq.feeder.
+bystroq.ops.batches.feeder.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
-from bystroq.errors import BystroqError
+from bystroq.config import DEFAULT_PRIORITY
+from bystroq.errors import DuplicateItem
 from bystroq.records import model
+from bystroq.records.database import Cursor, retry_conflicts
 from bystroq.records.model import ACTIVE_STATES, Record
-from bystroq.records.sql import SQLStore, retry_conflicts
+from bystroq.records.sql import SQLStore
 
 BatchState = Literal["running", "completed", "failed", "cancelled"]
 ErrorPolicy = Literal["continue", "stop"]
@@ -31,14 +33,6 @@ ErrorPolicy = Literal["continue", "stop"]
 _COLUMNS = ("batch_id", "category", "total", "fed", "concurrency", "error_policy", "priority",
             "state", "reason", "created_at", "finished_at", "watermarks")
 _WATERMARKS = msgspec.json.Decoder(dict[str, int])
-
-
-class DuplicateItem(BystroqError):
-    """Two items of a batch share a submissionID."""
-
-    def __init__(self, submission_id: str) -> None:
-        super().__init__(f"two items share submissionID {submission_id!r}")
-        self.submission_id = submission_id
 
 
 class Batch(msgspec.Struct, kw_only=True):
@@ -50,7 +44,7 @@ class Batch(msgspec.Struct, kw_only=True):
     fed: int = 0
     concurrency: int = 5
     error_policy: ErrorPolicy = "continue"
-    priority: int = 2**16
+    priority: int = DEFAULT_PRIORITY
     state: BatchState = "running"
     reason: str | None = None
     created_at: float = 0.0
@@ -209,7 +203,7 @@ class Store(SQLStore):
             for claim in claims:
                 self._drop_claim(cur, claim)
 
-    def _drop_claim(self, cur: Any, claim: Claim) -> None:
+    def _drop_claim(self, cur: Cursor, claim: Claim) -> None:
         self._execute(cur, "DELETE FROM bystroq_batch_claims WHERE batch_id = ? AND n = ? "
                       "AND gen = ?", (claim.batch_id, claim.n, claim.gen))
 

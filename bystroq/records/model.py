@@ -17,18 +17,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
 from bystroq.errors import DecodeError
-from bystroq.messages import canonical, record_key
+from bystroq.messages import Event, canonical, record_key
 
 # `unknown`: a put was sent but never answered; the job may be on its server or not. Like
 # `queued` it is not final: the job's events, if it arrives, move the record on.
 State = Literal["queued", "unknown", "started", "retrying", "completed", "failed", "cancelled"]
-STATES: tuple[str, ...] = (
-    "queued", "unknown", "started", "retrying", "completed", "failed", "cancelled")
+STATES: tuple[str, ...] = get_args(State)
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 # Waiting for a job to start: no event of the current run has been applied yet.
 WAITING_STATES = frozenset({"queued", "unknown"})
@@ -36,7 +35,7 @@ WAITING_STATES = frozenset({"queued", "unknown"})
 ACTIVE_STATES: tuple[str, ...] = ("queued", "unknown", "started", "retrying")
 # Events that end an attempt: nothing of the same attempt applies after them.
 ENDS_ATTEMPT = frozenset({"completed", "failed", "cancelled", "retrying"})
-EVENTS = frozenset({"started", "progress", "completed", "failed", "retrying", "cancelled"})
+EVENTS = frozenset(event.value for event in Event)
 KEPT_MESSAGES = 5
 # Fields every event may carry; the rest of a completed event is its result.
 EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker", "at", "seq"})
@@ -119,6 +118,15 @@ def orphan_id(server: str, queue_id: int) -> str:
 _DECODE = msgspec.json.Decoder(dict[str, Any])
 
 
+class _Envelope(msgspec.Struct, frozen=True):
+    """The fields of an event every rule relies on, checked by msgspec (others are kept
+    in the body as they came; `attempt`, `seq`, `worker` and `at` are used when valid)."""
+
+    event: Event
+    submissionID: str | int | None = None
+    queueID: int | None = None
+
+
 def parse_event(
     body: bytes, category: str, server: str, event_job_id: int | None = None,
 ) -> IncomingEvent:
@@ -129,20 +137,14 @@ def parse_event(
     neither `at` nor `seq` (a Bystro worker's) is told from a later run's identical event
     by it, while a redelivery of the same event job is still a duplicate."""
     try:
-        data = _DECODE.decode(body)
+        data = canonical(_DECODE.decode(body))  # Bystro's camelCase is read the same
+        envelope = msgspec.convert(data, _Envelope)
+    except msgspec.ValidationError as exc:  # (a DecodeError too: first)
+        raise DecodeError(f"event: {exc}") from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(f"event is not a JSON object: {exc}") from None
-    data = canonical(data)  # Bystro's camelCase `submissionId`/`queueId` read the same
-    event = data.get("event")
-    if event not in EVENTS:
-        raise DecodeError(f"field `event`: expected one of {sorted(EVENTS)}, got {event!r}")
-    submission_id = data.get("submissionID")
-    queue_id = data.get("queueID")
-    if submission_id is not None and (not isinstance(submission_id, str | int)
-                                      or isinstance(submission_id, bool)):
-        raise DecodeError(f"field `submissionID`: expected str or int, got {submission_id!r}")
-    if queue_id is not None and (not isinstance(queue_id, int) or isinstance(queue_id, bool)):
-        raise DecodeError(f"field `queueID`: expected int, got {queue_id!r}")
+    event = envelope.event.value
+    submission_id, queue_id = envelope.submissionID, envelope.queueID
     if submission_id is None and (event != "failed" or queue_id is None):
         raise DecodeError("expected `submissionID` (or, on a failed event, `queueID`)")
     if isinstance(submission_id, str) and ("\x00" in submission_id or not submission_id):

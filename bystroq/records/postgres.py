@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
-from bystroq.records.sql import Conflict
+from bystroq.records.database import Conflict, Connection, Cursor
 
 # Any constant will do: it keeps two processes from migrating the schema at once.
 MIGRATION_LOCK = 0x6279_7374
 CONNECT_TIMEOUT_S = 5
 
 
-class PostgresStore(Store):
+def postgres_store(url: str, read_only: bool = False) -> Store:
     """Records in PostgreSQL (`postgresql://user@host:5432/db`)."""
+    backend = PostgresBackend(url)
+    return Store(backend.url, backend, backend.first, read_only)
+
+
+class PostgresBackend:
+    """How the store talks to PostgreSQL: psycopg 3, transaction-scoped advisory locks."""
 
     placeholder = "%s"
 
-    def __init__(self, url: str, read_only: bool = False) -> None:
+    def __init__(self, url: str) -> None:
         try:
             import psycopg
         except ImportError:
@@ -35,28 +40,29 @@ class PostgresStore(Store):
             raise BystroqError(
                 f"{safe}: the password holds {', '.join(map(repr, reserved))}, which a URL "
                 f"reserves; percent-encode it (@ as %40, / as %2F, ? as %3F, # as %23)")
+        self.url = safe
         try:
-            conn = self._open()
+            self.first = self._open()
         except psycopg.OperationalError as exc:
             raise BystroqError(f"{safe}: cannot connect: {_one_line(exc, url)}") from None
         except psycopg.ProgrammingError as exc:  # a URL psycopg cannot parse
             raise BystroqError(f"{safe}: not a valid PostgreSQL URL "
                                f"(postgresql://user:password@host:5432/db): "
                                f"{_one_line(exc, url)}") from None
-        super().__init__(safe, conn, read_only)
 
-    def _open(self) -> Any:
-        return self._psycopg.connect(self._dsn, autocommit=False,
-                                     connect_timeout=CONNECT_TIMEOUT_S)
+    def _open(self) -> Connection:
+        conn: Connection = self._psycopg.connect(self._dsn, autocommit=False,
+                                                 connect_timeout=CONNECT_TIMEOUT_S)
+        return conn
 
-    def _connect(self) -> Any:
+    def connect(self) -> Connection:
         try:
             return self._open()
         except self._psycopg.OperationalError as exc:
             raise StoreUnavailable(f"{self.url}: cannot connect: "
                                    f"{_one_line(exc, self._dsn)}") from None
 
-    def _classify(self, exc: BaseException) -> type[BaseException] | None:
+    def classify(self, exc: BaseException) -> type[BaseException] | None:
         errors = self._psycopg.errors
         if isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure):
             return Conflict
@@ -64,12 +70,12 @@ class PostgresStore(Store):
             return StoreUnavailable
         return None
 
-    def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
+    def lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
         if keys:  # sorted by the caller: two writers always lock in the same order
             cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) "
                         "WITH ORDINALITY AS t(k, n) ORDER BY n", (list(keys),))
 
-    def _lock_schema(self, cur: Any) -> None:
+    def lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 

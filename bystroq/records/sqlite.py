@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bystroq.errors import BystroqError, StoreUnavailable
 from bystroq.records.batchstore import Store
+from bystroq.records.database import Connection, Cursor
 
 BUSY_TIMEOUT_S = 30.0
 # What SQLite says when the database cannot take a write now but may later.
@@ -16,12 +17,19 @@ _UNAVAILABLE = ("disk is full", "disk i/o error", "unable to open", "locked", "r
                 "read-only")
 
 
-class SQLiteStore(Store):
+def sqlite_store(url: str, path: str, read_only: bool = False) -> Store:
     """Records in a SQLite file (`sqlite:///path/to/bystroq.db`, or `sqlite://:memory:`)."""
+    backend = SQLiteBackend(url, path, read_only)
+    return Store(url, backend, backend.first, read_only)
+
+
+class SQLiteBackend:
+    """How the store talks to SQLite: a file opened in WAL mode, one writer at a time."""
 
     placeholder = "?"
 
     def __init__(self, url: str, path: str, read_only: bool = False) -> None:
+        self.url = url
         self._path = path
         self._read_only = read_only
         if read_only and path != ":memory:" and not Path(path).is_file():
@@ -34,10 +42,9 @@ class SQLiteStore(Store):
                 raise BystroqError(f"{url}: cannot create the folder for the records "
                                    f"database: {exc.strerror or exc}") from None
         try:
-            conn = self._open()
+            self.first: Connection = self._open()
         except sqlite3.Error as exc:
             raise BystroqError(f"{url}: cannot open the records database: {exc}") from None
-        super().__init__(url, conn, read_only)
 
     def _open(self) -> _Transactional:
         if self._read_only:
@@ -52,21 +59,24 @@ class SQLiteStore(Store):
             raise
         return _Transactional(conn)
 
-    def _connect(self) -> Any:
+    def connect(self) -> Connection:
         try:
             return self._open()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: cannot open the records database: {exc}"
                                    ) from None
 
-    def _classify(self, exc: BaseException) -> type[BaseException] | None:
+    def classify(self, exc: BaseException) -> type[BaseException] | None:
         if isinstance(exc, sqlite3.OperationalError) and any(
                 text in str(exc).lower() for text in _UNAVAILABLE):
             return StoreUnavailable
         return None
 
-    def _lock_schema(self, cur: Any) -> None:
+    def lock_records(self, cur: Cursor, keys: Sequence[int]) -> None:
         pass  # BEGIN IMMEDIATE (below) already holds the write lock
+
+    def lock_schema(self, cur: Cursor) -> None:
+        pass  # as above
 
 
 def _open_read_only(path: str) -> sqlite3.Connection:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bystroq.config import Config, LoadedConfig, QueueConf
-from bystroq.messages import BaseMessage
-from bystroq.worker.listener import (
+from bystroq.listener import (
     CompletedMsgFn,
     FailedMsgFn,
     HandlerFn,
@@ -15,6 +14,7 @@ from bystroq.worker.listener import (
     default_failed_msg_fn,
     load_listener,
 )
+from bystroq.messages import BaseMessage
 from bystroq.worker.loop import Outcome, Worker, WorkerOptions
 
 __all__ = [

@@ -11,10 +11,10 @@ import sys
 
 import msgspec
 
+from bystroq.listener import load_listener
 from bystroq.messages import JobDecoder
 from bystroq.progress import Sender, own_sender
 from bystroq.worker.execute import execute
-from bystroq.worker.listener import load_listener
 from bystroq.worker.runners import Request, _recv_frame, _send_frame, child_publisher
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 
 from bystroq.errors import Retry
+from bystroq.listener import Listener, describe
 from bystroq.messages import encode, stamp
 from bystroq.progress import ProgressPublisher
-from bystroq.worker.listener import Listener, describe
 from bystroq.worker.policy import exception_names
 
 

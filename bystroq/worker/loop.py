@@ -35,6 +35,13 @@ from bystroq.errors import (
     LeaseLost,
     ShuttingDown,
 )
+from bystroq.listener import (
+    Listener,
+    check_importable,
+    default_failed_msg_fn,
+    describe,
+    load_listener,
+)
 from bystroq.messages import (
     CancelledJobMessage,
     Event,
@@ -69,13 +76,6 @@ from bystroq.servers import (
 from bystroq.worker.control import ControlListener
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease, LeaseKeeper
-from bystroq.worker.listener import (
-    Listener,
-    check_importable,
-    default_failed_msg_fn,
-    describe,
-    load_listener,
-)
 from bystroq.worker.policy import RetryPolicy, exception_names
 from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
 

@@ -19,10 +19,10 @@ import msgspec
 
 from bystroq.config import Wire
 from bystroq.errors import HandlerDied
+from bystroq.listener import Listener
 from bystroq.messages import ProgressMessage
 from bystroq.progress import ProgressPublisher
 from bystroq.worker.execute import Execution, execute
-from bystroq.worker.listener import Listener
 
 _FRAME = struct.Struct("!I")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import greenstalk
 
-from bystroq.batches import create_batch
+from bystroq.ops.batches import create_batch
 from bystroq.records import open_store
 from bystroq.testing import wait_until
 from tests.chaos.core import Report, Run, chaos_run
@@ -21,11 +21,11 @@ from tests.chaos.core import Report, Run, chaos_run
 FEEDER = """
 import sys
 from bystroq.config import load
-from bystroq.consumer import Consumer
+from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.records import open_store
 
-with open_store(sys.argv[2]) as store, Consumer(load(sys.argv[1]), store,
-                                                feed_grace_s=1) as consumer:
+with open_store(sys.argv[2]) as store, ConsumeAndFeed(load(sys.argv[1]), store,
+                                                      feed_grace_s=1) as consumer:
     consumer.run()
 """
 
@@ -103,8 +103,9 @@ def _jobs_left(run: Run) -> int:
                 stats = client.stats_tube(tube)
             except greenstalk.NotFoundError:
                 continue
-            left += sum(int(stats[f"current-jobs-{state}"])
-                        for state in ("ready", "reserved", "delayed", "buried"))
+            left += sum(int(str(count)) for key, count in stats.items() if key in (
+                "current-jobs-ready", "current-jobs-reserved", "current-jobs-delayed",
+                "current-jobs-buried"))
     return left
 
 

@@ -199,7 +199,7 @@ def _settle(store: Store, run: Run, ids: Sequence[str], timeout_s: float,
     from bystroq.records import FINAL_STATES
 
     deadline = time.monotonic() + timeout_s
-    consumer = Consumer(run.config, store, feed=False)
+    consumer = Consumer(run.config, store)
     try:
         while time.monotonic() < deadline:
             try:
@@ -208,7 +208,7 @@ def _settle(store: Store, run: Run, ids: Sequence[str], timeout_s: float,
             except Exception as exc:
                 consumer_errors.append(type(exc).__name__)
                 consumer.close()
-                consumer = Consumer(run.config, store, feed=False)
+                consumer = Consumer(run.config, store)
                 time.sleep(0.2)
                 continue
             if all(r is not None and r.state in FINAL_STATES for r in records):

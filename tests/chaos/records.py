@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import greenstalk
 import msgspec
@@ -222,7 +222,7 @@ def poison_events(jobs: int = 300) -> Report:
         return report
 
 
-def _put(run: Run, tube: str, bodies: Sequence[dict[str, object]]) -> None:
+def _put(run: Run, tube: str, bodies: Sequence[Mapping[str, object]]) -> None:
     server = run.servers[0]
     with greenstalk.Client((server.host, server.port), encoding=None, use=tube) as client:
         for body in bodies:

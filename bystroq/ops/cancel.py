@@ -11,7 +11,7 @@ from bystroq.config import parse_address
 from bystroq.errors import BystroqError
 from bystroq.messages import encode
 from bystroq.records.model import FINAL_STATES
-from bystroq.records.sql import SQLStore
+from bystroq.records.store import RecordStore
 from bystroq.servers import Connection, Server
 from bystroq.worker.control import CancelRequest, control_tube
 
@@ -50,7 +50,7 @@ def cancel_job(
 
 
 @dataclass(frozen=True)
-class Cancelled:
+class CancelOutcome:
     """What a cancel did, and the sentence that says so."""
 
     result: CancelResult
@@ -60,8 +60,8 @@ class Cancelled:
         return self.message
 
 
-def cancel_submission(store: SQLStore, submission_id: str,
-                      reason: str = "cancelled by request") -> Cancelled:
+def cancel_submission(store: RecordStore, submission_id: str,
+                      reason: str = "cancelled by request") -> CancelOutcome:
     """Cancel a submission by its record: deleted if not started, else its worker asked."""
     record = store.get(submission_id)
     if record is None:
@@ -75,10 +75,10 @@ def cancel_submission(store: SQLStore, submission_id: str,
                         record.submission_id, reason)
     if result is CancelResult.DELETED:
         store.record_event(submission_id, "cancelled", reason)
-        return Cancelled(result, f"{submission_id}: cancelled; job {record.queue_id} deleted, "
+        return CancelOutcome(result, f"{submission_id}: cancelled; job {record.queue_id} deleted, "
                          "it will not run")
     if result is CancelResult.REQUESTED:
-        return Cancelled(result, f"{submission_id}: cancel sent to worker {record.worker}; "
+        return CancelOutcome(result, f"{submission_id}: cancel sent to worker {record.worker}; "
                          "the record turns cancelled when its event is consumed")
     raise BystroqError(
         f"{submission_id}: job {record.queue_id} is no longer on {record.server} "

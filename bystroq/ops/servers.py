@@ -1,4 +1,5 @@
-"""Looking at the servers: tube counts, peeking, kicking, and reading events."""
+"""Looking at the servers and acting on their tubes: counts, peek, kick, buried jobs,
+reading events. Every function goes on past a server that is down (an `Unreachable` row)."""
 
 from __future__ import annotations
 
@@ -31,17 +32,27 @@ class TubeStats:
 
 
 @dataclass(frozen=True)
-class ServerDown:
+class Unreachable:
+    """A server that did not answer (the row stands in for its results)."""
+
     server: str
     error: str
 
 
+def tube_name(config: LoadedConfig, name: str, events: bool = False) -> str:
+    """A category name stands for its submission (or events) tube; other names pass."""
+    tubes = config.config.beanstalkd.tubes
+    if name in tubes:
+        return tubes[name].events if events else tubes[name].submission
+    return name
+
+
 def tube_stats(
     config: LoadedConfig, tubes: Sequence[str] | None = None
-) -> list[TubeStats | ServerDown]:
+) -> list[TubeStats | Unreachable]:
     """Counts per server for `tubes` (default: every configured submission and events tube)."""
     names = list(tubes) if tubes else configured_tubes(config)
-    rows: list[TubeStats | ServerDown] = []
+    rows: list[TubeStats | Unreachable] = []
     for server in servers_of(config.addresses):
         conn = Connection(server)
         try:
@@ -59,7 +70,7 @@ def tube_stats(
                     int(s["total-jobs"]),
                 ))
         except CONNECTION_ERRORS as exc:
-            rows.append(ServerDown(server.name, str(exc) or type(exc).__name__))
+            rows.append(Unreachable(server.name, str(exc) or type(exc).__name__))
         finally:
             conn.close()
     return rows
@@ -81,7 +92,7 @@ class Peeked:
     age_s: int
 
 
-def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked | ServerDown]:
+def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked | Unreachable]:
     """The next job in `state` (ready, delayed or buried) of `tube`, on each server."""
     def one(server: Server, client: greenstalk.Client[bytes]) -> Peeked | None:
         try:
@@ -96,23 +107,23 @@ def peek(config: LoadedConfig, tube: str, state: str) -> list[Peeked | ServerDow
     return [row for row in on_each_server(config, tube, one) if row is not None]
 
 
-def kick(config: LoadedConfig, tube: str, bound: int) -> dict[str, int | ServerDown]:
+def kick(config: LoadedConfig, tube: str, bound: int) -> dict[str, int | Unreachable]:
     """Move up to `bound` buried (else delayed) jobs of `tube` to ready, on each server."""
     return _by_server(config, tube, lambda server, client: int(client.kick(bound)))
 
 
 def on_each_server(
     config: LoadedConfig, tube: str, action: Callable[[Server, greenstalk.Client[bytes]], T]
-) -> list[T | ServerDown]:
+) -> list[T | Unreachable]:
     """`action` over a client using `tube`, on each server; an unreachable server is a
-    ServerDown row, and the servers after it are still served."""
-    rows: list[T | ServerDown] = []
+    Unreachable row, and the servers after it are still served."""
+    rows: list[T | Unreachable] = []
     for server in servers_of(config.addresses):
         conn = Connection(server, use=tube)
         try:
             rows.append(action(server, conn.client))
         except CONNECTION_ERRORS as exc:
-            rows.append(ServerDown(server.name, str(exc) or type(exc).__name__))
+            rows.append(Unreachable(server.name, str(exc) or type(exc).__name__))
         finally:
             conn.close()
     return rows
@@ -120,11 +131,9 @@ def on_each_server(
 
 def _by_server(
     config: LoadedConfig, tube: str, action: Callable[[Server, greenstalk.Client[bytes]], int]
-) -> dict[str, int | ServerDown]:
+) -> dict[str, int | Unreachable]:
     names = [s.name for s in servers_of(config.addresses)]
     return dict(zip(names, on_each_server(config, tube, action), strict=True))
-
-
 
 
 def follow_events(
@@ -164,7 +173,7 @@ def follow_events(
             conn.close()
 
 
-def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int] | ServerDown]:
+def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int] | Unreachable]:
     """Per server: the oldest buried job of `tube` and how many are buried there.
 
     (beanstalkd shows only the oldest buried job; delete or kick it to see the next.)
@@ -175,7 +184,7 @@ def buried_jobs(config: LoadedConfig, tube: str) -> list[tuple[Peeked, int] | Se
             for job in peek(config, tube, "buried")]
 
 
-def delete_buried(config: LoadedConfig, tube: str) -> dict[str, int | ServerDown]:
+def delete_buried(config: LoadedConfig, tube: str) -> dict[str, int | Unreachable]:
     """Delete every buried job of `tube`, on each server."""
     def delete_all(server: Server, client: greenstalk.Client[bytes]) -> int:
         count = 0

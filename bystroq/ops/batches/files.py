@@ -24,15 +24,11 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-from bystroq.errors import BystroqError
+from bystroq.errors import BatchError
 from bystroq.messages import encode, record_key
 
 ID_NAMES = ("submissionID", "submission_id")
 _OTHER_ID_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID"}
-
-
-class BatchError(BystroqError):
-    """A batch cannot be created as asked (bad records file, bad option)."""
 
 
 @dataclass

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -49,16 +52,36 @@ class Listener:
 REQUIRED = ("job_data_type", "handler_fn", "submit_msg_fn", "completed_msg_fn")
 
 
+def use_app_dir(app_dir: str | os.PathLike[str]) -> Path:
+    """Import listener modules from `app_dir` first, as `python -m` does from the working
+    directory (and uvicorn's --app-dir): the directory goes to the front of `sys.path`,
+    and of PYTHONPATH for the child processes of process isolation. Call it from a
+    command's entry point, never at import time."""
+    path = Path(app_dir).resolve()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(path) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, paths)])
+    return path
+
+
 def load_listener(module_name: str) -> Listener:
     """Import a listener module; a ListenerError names what is missing and the fix."""
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not _is_part_of(module_name, exc.name):
+            raise ListenerError(f"listener module {module_name!r} failed to import: {exc}; "
+                                "install what it needs") from None
         raise ListenerError(
-            f"cannot import listener module {module_name!r}: {exc}; set the category's "
-            f"`listener:` key to an importable module (run from the project directory or "
-            f"install it)"
+            f"no listener module {module_name!r} (no module named {exc.name!r}); searched "
+            f"{_searched()}; set the category's `listener:` key to an importable module, or "
+            f"run from the directory that holds it (or pass --app-dir DIR)"
         ) from None
+    except ImportError as exc:
+        raise ListenerError(f"listener module {module_name!r} failed to import: {exc}"
+                            ) from None
     missing = [name for name in REQUIRED if not hasattr(module, name)]
     if missing:
         raise ListenerError(
@@ -79,6 +102,19 @@ def load_listener(module_name: str) -> Listener:
         failed_msg_fn=getattr(module, "failed_msg_fn", default_failed_msg_fn),
         module=module_name,
     )
+
+
+def _is_part_of(module_name: str, missing: str) -> bool:
+    """Whether `missing` is `module_name` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _searched() -> str:
+    """The directories an import looked in, the first few by name."""
+    places = [p or os.getcwd() for p in sys.path if not p.endswith((".zip",))]
+    shown = ", ".join(places[:3])
+    more = len(places) - 3
+    return shown + (f" and {more} more (the installed packages)" if more > 0 else "")
 
 
 def check_importable(listener: Listener) -> None:

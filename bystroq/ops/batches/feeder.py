@@ -1,9 +1,9 @@
 """The batch feeder: keeps each running batch's jobs in flight up to its concurrency.
 
-It runs inside every events consumer, after each round of events: a finished job frees a
-slot, the next item is claimed in the store, then put. Any number of feeders may run at
-once, and any of them may be killed at any point; still no item runs twice and none is
-lost, because a job cannot run before its put is recorded:
+It runs beside every events consumer (bystroq.ops.consume), after each round of events:
+a finished job frees a slot, the next item is claimed in the store, then put. Any number
+of feeders may run at once, and any of them may be killed at any point; still no item runs
+twice and none is lost, because a job cannot run before its put is recorded:
 
 1. claim: the store hands each item to one feeder, as a claim of generation 0;
 2. put *parked*: with a delay of decades that encodes the claim (`park_delay`), so no
@@ -33,9 +33,10 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
+from bystroq.ops.batches.cancel import cancel_active
 from bystroq.producer import Producer
-from bystroq.records import Batch, Store
-from bystroq.records.batchstore import Claim
+from bystroq.records.batchstore import Batch, Claim
+from bystroq.records.store import BatchStore
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
@@ -63,7 +64,7 @@ class Feeder:
     """Puts the next jobs of running batches (of the configured categories)."""
 
     def __init__(
-        self, config: LoadedConfig, store: Store, producer: Producer,
+        self, config: LoadedConfig, store: BatchStore, producer: Producer,
         grace_s: float = DEFAULT_GRACE_S,
     ) -> None:
         self.config = config
@@ -71,7 +72,7 @@ class Feeder:
         self.producer = producer
         self.grace_s = grace_s
         self.categories = set(config.config.beanstalkd.tubes)
-        self.log = structlog.get_logger("bystroq.feeder")
+        self.log = structlog.get_logger("bystroq.ops.batches.feeder")
         # For kicking, deleting and finding parked jobs (the producer only puts).
         self._conns = {server.name: Connection(server) for server in producer.servers}
 
@@ -178,14 +179,14 @@ class Feeder:
         failures = self.store.batch_records(batch.batch_id, ["failed"], limit=1)
         if not failures:
             return False
-        from bystroq.batches import cancel_active
 
         first = failures[0]
         reason = f"stopped after the first failure ({first.submission_id}: {first.reason})"
         if self.store.finish_batch(batch.batch_id, "failed", reason):
             done = cancel_active(self.store, batch.batch_id, "batch stopped on a failure",
                                  states=("queued",))
-            self.log.warning("batch stopped", batch=batch.batch_id, reason=reason, cancelled=done)
+            self.log.warning("batch stopped", batch=batch.batch_id, reason=reason,
+                             cancelled=str(done))
         return True
 
     # -- claims whose feeder died (or stalls) ------------------------------------------

@@ -1,4 +1,4 @@
-"""`bystroq retry`: submit a failed or cancelled submission again, as a new attempt."""
+"""Retry: submit a failed or cancelled submission again, as a new attempt."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import greenstalk
 from bystroq.config import LoadedConfig, parse_address
 from bystroq.errors import BystroqError
 from bystroq.producer import Producer, Submitted
-from bystroq.records.sql import SQLStore
+from bystroq.records.store import RecordStore
 from bystroq.servers import CONNECTION_ERRORS
 
 RETRYABLE = ("failed", "cancelled")
 
 
-def retry_submission(config: LoadedConfig, store: SQLStore, submission_id: str) -> Submitted:
+def retry_submission(config: LoadedConfig, store: RecordStore, submission_id: str) -> Submitted:
     """Put the submission's job again with the same submissionID; its buried job (a dead
     letter of the last run) is deleted so that a later kick cannot run it twice."""
     record = store.get(submission_id)

@@ -1,0 +1,157 @@
+"""Commands on the servers' tubes: stats, peek, kick, buried, events."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bystroq.cli import render
+from bystroq.cli.context import BystroqCommand, State, json_option, pass_state
+from bystroq.ops import servers
+from bystroq.ops.servers import Peeked, TubeStats, Unreachable, tube_name
+from bystroq.records.views import (
+    CountView,
+    PeekedJobView,
+    ServerErrorView,
+    StatsView,
+    TubeStatsView,
+)
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", "tubes", multiple=True, help="Tube(s) to show (default: configured).")
+@json_option
+@pass_state
+def stats(state: State, tubes: tuple[str, ...], as_json: bool) -> None:
+    """Jobs per server and tube: ready, reserved, delayed, buried, and workers watching."""
+    rows = servers.tube_stats(state.config(), tubes)
+    view = StatsView(
+        tubes=[TubeStatsView(server=r.server, tube=r.tube, ready=r.ready, reserved=r.reserved,
+                             delayed=r.delayed, buried=r.buried, watching=r.watching,
+                             total=r.total) for r in rows if isinstance(r, TubeStats)],
+        unreachable=[_error(r) for r in rows if isinstance(r, Unreachable)])
+    if as_json:
+        render.echo_json(view)
+        return
+    table: list[tuple[object, ...]] = [
+        (t.server, t.tube, t.ready, t.reserved, t.delayed, t.buried, t.watching)
+        for t in view.tubes]
+    table += [(down.server, f"DOWN: {down.error}", "", "", "", "", "")
+              for down in view.unreachable]
+    render.table(("server", "tube", "ready", "reserved", "delayed", "buried", "watching"),
+                 table)
+
+
+def _error(row: Unreachable) -> ServerErrorView:
+    return ServerErrorView(server=row.server, error=row.error)
+
+
+def _peeked(job: Peeked, buried: int | None = None) -> PeekedJobView:
+    return PeekedJobView(server=job.server, queue_id=job.job_id, reserves=job.reserves,
+                         age_s=job.age_s, body=job.body.decode(errors="replace"),
+                         buried=buried)
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True)
+@click.option("--state", "job_state", type=click.Choice(["ready", "delayed", "buried"]),
+              default="ready", show_default=True)
+@json_option
+@pass_state
+def peek(state: State, tube: str, job_state: str, as_json: bool) -> None:
+    """Show the next ready, delayed or buried job of a tube on each server."""
+    config = state.config()
+    found = servers.peek(config, tube_name(config, tube), job_state)
+    if as_json:
+        render.echo_json([_peeked(job) if isinstance(job, Peeked) else _error(job)
+                          for job in found])
+        return
+    if not found:
+        render.echo(f"no {job_state} job in {tube}")
+    for job in found:
+        if isinstance(job, Unreachable):
+            render.echo(f"{job.server}: unreachable ({job.error})")
+            continue
+        render.echo(f"{job.server} job {job.job_id} (reserves {job.reserves}, age "
+                    f"{job.age_s}s): {job.body.decode(errors='replace')}")
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True)
+@click.option("--bound", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+@pass_state
+def kick(state: State, tube: str, bound: int, as_json: bool) -> None:
+    """Move buried (else delayed) jobs back to ready, on each server."""
+    config = state.config()
+    _per_server(servers.kick(config, tube_name(config, tube), bound), "kicked", as_json)
+
+
+def _per_server(counts: dict[str, int | Unreachable], done: str, as_json: bool) -> None:
+    views = [CountView(server=server, count=None, error=count.error)
+             if isinstance(count, Unreachable) else CountView(server=server, count=count)
+             for server, count in counts.items()]
+    if as_json:
+        render.echo_json(views)
+        return
+    for view in views:
+        render.echo(f"{view.server}: unreachable ({view.error})" if view.error is not None
+                    else f"{view.server}: {done} {view.count}")
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True)
+@click.option("--kick", "kick_count", type=click.IntRange(min=1), help="Kick N back to ready.")
+@click.option("--delete", "delete_all", is_flag=True, help="Delete every buried job.")
+@click.option("--show", is_flag=True, help="List buried jobs (the default).")
+@json_option
+@pass_state
+def buried(state: State, tube: str, kick_count: int | None, delete_all: bool,
+           show: bool, as_json: bool) -> None:
+    """Dead letters: show, kick or delete a tube's buried jobs on every server."""
+    config = state.config()
+    name = tube_name(config, tube)
+    if kick_count is not None:
+        _per_server(servers.kick(config, name, kick_count), "kicked", as_json)
+        return
+    if delete_all:
+        _per_server(servers.delete_buried(config, name), "deleted", as_json)
+        return
+    found = servers.buried_jobs(config, name)
+    if as_json:
+        render.echo_json([_peeked(*row) if isinstance(row, tuple) else _error(row)
+                          for row in found])
+        return
+    if not found:
+        render.echo(f"no buried job in {name}")
+    for row in found:
+        if isinstance(row, Unreachable):
+            render.echo(f"{row.server}: unreachable ({row.error})")
+            continue
+        job, count = row
+        render.echo(f"{job.server}: {count} buried; oldest: job {job.job_id} (reserves "
+                    f"{job.reserves}, age {job.age_s}s): "
+                    f"{job.body.decode(errors='replace')[:200]}")
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True, help="Category or events tube.")
+@click.option("--follow", is_flag=True, help="Keep printing events as they arrive.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object a line: the event as on the wire, plus `server`.")
+@pass_state
+def events(state: State, tube: str, follow: bool, as_json: bool) -> None:
+    """Print (and consume) events from an events tube, one line each."""
+    config = state.config()
+    try:
+        for server, event in servers.follow_events(
+            config, tube_name(config, tube, events=True), follow
+        ):
+            if as_json:
+                payload = event if isinstance(event, dict) else {"raw": event.decode("latin-1")}
+                click.echo(json.dumps({"server": server.name, **payload}))
+            else:
+                render.echo(render.event_line(server.name, event))
+    except KeyboardInterrupt:
+        pass

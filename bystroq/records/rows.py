@@ -1,0 +1,62 @@
+"""Records and events as rows of the SQL tables, and back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from bystroq.records.model import IncomingEvent, Record
+
+RECORD_COLUMNS = tuple(Record.__struct_fields__)
+_JSON_COLUMNS = frozenset({"messages", "result", "prior_runs"})
+_BOOL_COLUMNS = frozenset({"attempt_done"})
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def lock_key(submission_id: str) -> int:
+    """A signed 64-bit number for a submission id (PostgreSQL's advisory lock key)."""
+    digest = hashlib.blake2b(submission_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def storable(text: str) -> str:
+    """Text a database can hold: NUL (which PostgreSQL refuses in text) written as \\x00."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def record_row(record: Record) -> tuple[Any, ...]:
+    values = []
+    for column in RECORD_COLUMNS:
+        value = getattr(record, column)
+        if column in _JSON_COLUMNS:
+            value = None if value is None else _ENCODE(value).decode()
+        elif column in _BOOL_COLUMNS:
+            value = int(value)
+        elif isinstance(value, str):
+            value = storable(value)
+        values.append(value)
+    return tuple(values)
+
+
+_JSON_DECODE = msgspec.json.Decoder()
+
+
+def row_record(row: Sequence[Any]) -> Record:
+    values: dict[str, Any] = {}
+    for column, value in zip(RECORD_COLUMNS, row, strict=True):
+        if column in _JSON_COLUMNS and value is not None:
+            value = _JSON_DECODE.decode(value)
+        elif column in _BOOL_COLUMNS:
+            value = bool(value)
+        values[column] = value
+    return Record(**values)
+
+
+def event_row(event: IncomingEvent, submission_id: str, applied: bool) -> tuple[Any, ...]:
+    worker = None if event.worker is None else storable(event.worker)
+    return (event.key, submission_id, event.category, event.server, event.queue_id,
+            event.attempt, event.seq, event.event, worker, event.at, int(applied),
+            _ENCODE(event.body).decode())

@@ -1,0 +1,56 @@
+"""The records schema, as the migrations that build it (one list of statements each)."""
+
+from __future__ import annotations
+
+# Each entry migrates the schema from version i to i + 1; never edit a released entry.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE bystroq_records (
+            submission_id TEXT PRIMARY KEY, category TEXT NOT NULL, state TEXT NOT NULL,
+            attempts INTEGER NOT NULL, queue_id BIGINT, server TEXT, worker TEXT,
+            progress BIGINT NOT NULL, skipped BIGINT NOT NULL, messages TEXT NOT NULL,
+            result TEXT, reason TEXT, batch TEXT, submitted_at DOUBLE PRECISION,
+            started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION, run_base INTEGER NOT NULL,
+            attempt_done INTEGER NOT NULL, seq INTEGER NOT NULL, prior_runs TEXT NOT NULL,
+            body TEXT)""",
+        "CREATE INDEX bystroq_records_run ON bystroq_records (server, queue_id)",
+        "CREATE INDEX bystroq_records_batch ON bystroq_records (batch, state)",
+        "CREATE INDEX bystroq_records_updated ON bystroq_records (updated_at)",
+        """CREATE TABLE bystroq_events (
+            key TEXT PRIMARY KEY, submission_id TEXT, category TEXT NOT NULL,
+            server TEXT NOT NULL, queue_id BIGINT, attempt INTEGER, seq INTEGER,
+            event TEXT NOT NULL, worker TEXT, at DOUBLE PRECISION NOT NULL,
+            applied INTEGER NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_events_submission ON bystroq_events (submission_id, at)",
+    ),
+    (
+        """CREATE TABLE bystroq_batches (
+            batch_id TEXT PRIMARY KEY, category TEXT NOT NULL, total INTEGER NOT NULL,
+            fed INTEGER NOT NULL, concurrency INTEGER NOT NULL, error_policy TEXT NOT NULL,
+            priority BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT,
+            created_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
+            watermarks TEXT NOT NULL)""",
+        """CREATE TABLE bystroq_batch_items (
+            batch_id TEXT NOT NULL, n INTEGER NOT NULL, submission_id TEXT NOT NULL,
+            body TEXT NOT NULL, PRIMARY KEY (batch_id, n))""",
+    ),
+    (
+        # A batch item's put in progress (see bystroq.records.batchstore): its claim's
+        # generation, the servers' last ids before it, and where the job went.
+        """CREATE TABLE bystroq_batch_claims (
+            batch_id TEXT NOT NULL, n INTEGER NOT NULL, gen INTEGER NOT NULL,
+            claimed_at DOUBLE PRECISION NOT NULL, put_after TEXT NOT NULL,
+            queue_id BIGINT, server TEXT, PRIMARY KEY (batch_id, n))""",
+        # Claims made before this version (put without parking): recovered as generation 0.
+        """INSERT INTO bystroq_batch_claims (batch_id, n, gen, claimed_at, put_after)
+            SELECT i.batch_id, i.n, 0, 0, '{}' FROM bystroq_batch_items i
+            JOIN bystroq_records r ON r.submission_id = i.submission_id
+            AND r.batch = i.batch_id WHERE r.state = 'queued' AND r.queue_id IS NULL""",
+    ),
+    (
+        # How much work the handler said there is (progress of total).
+        "ALTER TABLE bystroq_records ADD COLUMN total BIGINT",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)

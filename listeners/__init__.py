@@ -1,1 +1,0 @@
-"""Job categories: one module per category (see listeners/echo.py for the contract)."""
