@@ -91,11 +91,28 @@ def _check_tubes_distinct(tubes: dict[str, CategoryConfig]) -> None:
             seen[tube] = key
 
 
+class TokenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A bearer token of the HTTP API: `read` may only look, `write` may also change."""
+
+    token: Annotated[str, msgspec.Meta(min_length=16)]
+    access: Literal["read", "write"] = "read"
+    name: str | None = None  # shown in logs instead of the token
+
+
+class WebConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The optional `web:` section (bystroq.web): tokens, CORS, idempotency keys."""
+
+    tokens: list[TokenConfig] = msgspec.field(default_factory=list)
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    idempotency_ttl_s: Annotated[float, msgspec.Meta(ge=86_400)] = 86_400.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The whole file."""
 
     beanstalkd: QueueConf
     records: str | None = None
+    web: WebConfig | None = None
 
 
 @dataclass(frozen=True)
