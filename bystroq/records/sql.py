@@ -85,6 +85,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             JOIN bystroq_records r ON r.submission_id = i.submission_id
             AND r.batch = i.batch_id WHERE r.state = 'queued' AND r.queue_id IS NULL""",
     ),
+    (
+        # The HTTP API's Idempotency-Key: the first request's fingerprint and response
+        # (see bystroq.records.feeds).
+        """CREATE TABLE bystroq_idempotency (
+            key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
+            status INTEGER, response TEXT, created_at DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX bystroq_idempotency_created ON bystroq_idempotency (created_at)",
+        # The order of the live event feed: PostgreSQL numbers the events from a sequence
+        # (existing rows too); SQLite leaves the column empty and uses the rowid.
+        "ALTER TABLE bystroq_events ADD COLUMN feed_id BIGSERIAL",
+        "CREATE INDEX bystroq_events_feed ON bystroq_events (feed_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,166 @@
+"""Queries for the HTTP API over the SQL stores: pages of records by keyset, the event
+feed in the order it was stored, and idempotency keys.
+
+- `list_page` orders by submissionID and continues after the last one seen, so paging
+  through the records never skips or repeats one, however many arrive meanwhile.
+- `events_after` reads the event log (bystroq_events) by its feed id: SQLite's rowid (one
+  writer at a time, so the rowid order is the commit order) or PostgreSQL's `feed_id`
+  sequence (taken at insert: a later id can commit first; see bystroq.web.sse for how a
+  reader waits for such a gap to fill).
+- An idempotency key is claimed once (`claim_key`), then holds the response
+  (`finish_key`) or is dropped when the request changed nothing (`drop_key`); keys older
+  than the time to live are deleted as new ones are claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from bystroq.records.model import Record
+from bystroq.records.sql import RECORD_COLUMNS, SQLStore, _record
+from bystroq.records.sqlite import SQLiteStore
+
+_DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
+
+
+class FeedEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """An event as the store logged it, with its place in the feed."""
+
+    id: int
+    submission_id: str
+    category: str
+    event: str
+    at: float
+    attempt: int | None
+    seq: int | None
+    worker: str | None
+    applied: bool
+    body: dict[str, Any]
+    batch: str | None  # of the submission's record
+
+
+class IdempotencyRow(msgspec.Struct, kw_only=True, frozen=True):
+    key: str
+    fingerprint: str
+    state: str  # "pending" while the first request runs, then "done"
+    status: int | None
+    response: str | None
+    created_at: float
+
+
+def _sql(store: SQLStore, text: str) -> str:
+    return text if store.placeholder == "?" else text.replace("?", store.placeholder)
+
+
+def list_page(
+    store: SQLStore, *, category: str | None = None, state: str | None = None,
+    batch: str | None = None, since: float | None = None, until: float | None = None,
+    text: str | None = None, after: str | None = None, limit: int = 50,
+) -> list[Record]:
+    """Up to `limit` records matching the filters, by submissionID, after `after`.
+
+    `since`/`until` bound the last update; `text` is looked for (case-insensitively) in
+    the submissionID and the failure reason."""
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    for column, value in (("category", category), ("state", state), ("batch", batch)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("updated_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("updated_at < ?")
+        params.append(until)
+    if text:
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace(
+            "_", "\\_") + "%"
+        where.append("(LOWER(submission_id) LIKE ? ESCAPE '\\' OR "
+                     "LOWER(COALESCE(reason, '')) LIKE ? ESCAPE '\\')")
+        params += [pattern, pattern]
+    if after is not None:
+        where.append("submission_id > ?")
+        params.append(after)
+    query = (f"SELECT {', '.join(RECORD_COLUMNS)} FROM bystroq_records WHERE "
+             f"{' AND '.join(where)} ORDER BY submission_id LIMIT ?")
+    with store.transaction() as cur:
+        cur.execute(_sql(store, query), (*params, limit))
+        return [_record(row) for row in cur.fetchall()]
+
+
+def _feed_column(store: SQLStore) -> str:
+    return "e.rowid" if isinstance(store, SQLiteStore) else "e.feed_id"
+
+
+def last_event_id(store: SQLStore) -> int:
+    """The feed id of the newest event stored (0 when none)."""
+    with store.transaction() as cur:
+        cur.execute(f"SELECT MAX({_feed_column(store)}) FROM bystroq_events e")
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def events_after(
+    store: SQLStore, after: int, *, limit: int = 200, category: str | None = None,
+    submission_id: str | None = None, batch: str | None = None,
+) -> list[FeedEvent]:
+    """Events stored after feed id `after`, oldest first, optionally of one category,
+    submission or batch."""
+    column = _feed_column(store)
+    where: list[str] = [f"{column} > ?"]
+    params: list[Any] = [after]
+    if category is not None:
+        where.append("e.category = ?")
+        params.append(category)
+    if submission_id is not None:
+        where.append("e.submission_id = ?")
+        params.append(submission_id)
+    if batch is not None:
+        where.append("r.batch = ?")
+        params.append(batch)
+    query = (f"SELECT {column}, e.submission_id, e.category, e.event, e.at, e.attempt, "
+             f"e.seq, e.worker, e.applied, e.body, r.batch FROM bystroq_events e "
+             f"LEFT JOIN bystroq_records r ON r.submission_id = e.submission_id "
+             f"WHERE {' AND '.join(where)} ORDER BY {column} LIMIT ?")
+    with store.transaction() as cur:
+        cur.execute(_sql(store, query), (*params, limit))
+        rows = cur.fetchall()
+    return [FeedEvent(id=int(r[0]), submission_id=r[1], category=r[2], event=r[3], at=r[4],
+                      attempt=r[5], seq=r[6], worker=r[7], applied=bool(r[8]),
+                      body=_DECODE_BODY.decode(r[9]), batch=r[10]) for r in rows]
+
+
+def claim_key(store: SQLStore, key: str, fingerprint: str, ttl_s: float,
+              now: float | None = None) -> tuple[bool, IdempotencyRow]:
+    """Claim `key` for a request with `fingerprint`: (True, row) when this call claimed
+    it, else (False, the first request's row). Deletes keys older than `ttl_s`."""
+    now = time.time() if now is None else now
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "DELETE FROM bystroq_idempotency WHERE created_at < ?"),
+                    (now - ttl_s,))
+        cur.execute(_sql(store, "INSERT INTO bystroq_idempotency (key, fingerprint, state, "
+                                "created_at) VALUES (?, ?, 'pending', ?) "
+                                "ON CONFLICT (key) DO NOTHING"), (key, fingerprint, now))
+        claimed = cur.rowcount == 1
+        cur.execute(_sql(store, "SELECT key, fingerprint, state, status, response, created_at"
+                                " FROM bystroq_idempotency WHERE key = ?"), (key,))
+        row = cur.fetchone()
+    return claimed, IdempotencyRow(key=row[0], fingerprint=row[1], state=row[2],
+                                   status=row[3], response=row[4], created_at=row[5])
+
+
+def finish_key(store: SQLStore, key: str, status: int, response: str) -> None:
+    """Keep the first request's response for the key's repeats."""
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "UPDATE bystroq_idempotency SET state = 'done', status = ?, "
+                                "response = ? WHERE key = ?"), (status, response, key))
+
+
+def drop_key(store: SQLStore, key: str) -> None:
+    """Forget a key whose request changed nothing, so that it may be sent again."""
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "DELETE FROM bystroq_idempotency WHERE key = ?"), (key,))
