@@ -40,8 +40,9 @@ from bystroq.records.views import (
     submission_view,
     timeline_view,
 )
-from bystroq.web import health, idempotency, queues, sse
+from bystroq.web import batches, health, idempotency, queues, sse
 from bystroq.web.auth import authorizer
+from bystroq.web.bodies import read_body
 from bystroq.web.problems import FieldError, Problem, ProblemRoute, problem_response
 from bystroq.web.responses import JSON, json_response
 from bystroq.web.schema import ProgressView, SubmissionDetailView, SubmissionPageView
@@ -77,6 +78,7 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1 = APIRouter(prefix="/v1", route_class=ProblemRoute,
                    dependencies=[Depends(authorizer(settings))])
     _submissions(v1, services)
+    v1.include_router(batches.router(services))
     v1.include_router(queues.router(services))
     v1.include_router(sse.router(services))
     router.include_router(v1)
@@ -100,22 +102,6 @@ def _record(services: Services, submission_id: str) -> Record:
 def _submitted(handle: Submitted, submission_id: str | int | None) -> SubmittedView:
     return SubmittedView(submission_id=submission_id, queue_id=handle.job_id,
                          server=handle.server.name, tube=handle.tube)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) past `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, f"the body is {declared} bytes, over the limit of {limit} (the "
-                      "servers' max-job-size); pass large data by reference")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"the body is over the limit of {limit} bytes (the servers' "
-                          "max-job-size); pass large data by reference")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _encode_cursor(after: str) -> str:
