@@ -99,10 +99,20 @@ class TokenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str | None = None  # shown in logs instead of the token
 
 
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A URL every applied event is POSTed to, signed with `secret` (bystroq.ops.hooks)."""
+
+    url: str
+    secret: Annotated[str, msgspec.Meta(min_length=16)]
+    categories: list[str] = msgspec.field(default_factory=list)  # empty: all
+
+
 class WebConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """The optional `web:` section (bystroq.web): tokens, CORS, idempotency keys."""
+    """The optional `web:` section (bystroq.web): tokens, CORS, idempotency keys,
+    webhooks."""
 
     tokens: list[TokenConfig] = msgspec.field(default_factory=list)
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
     cors_origins: list[str] = msgspec.field(default_factory=list)
     idempotency_ttl_s: Annotated[float, msgspec.Meta(ge=86_400)] = 86_400.0
 

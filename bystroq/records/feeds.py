@@ -51,6 +51,30 @@ class IdempotencyRow(msgspec.Struct, kw_only=True, frozen=True):
     created_at: float
 
 
+class Follower:
+    """Reads the feed in order, holding back at a gap in the ids until it fills or is
+    `gap_wait_s` old (see the module docstring)."""
+
+    def __init__(self, after: int, gap_wait_s: float) -> None:
+        self.after = after
+        self.gap_wait_s = gap_wait_s
+        self._gap_since: float | None = None
+
+    def take(self, events: list[FeedEvent]) -> list[FeedEvent]:
+        """The events of an unfiltered page that may be handled now, in order."""
+        out = []
+        for event in events:
+            if event.id != self.after + 1:
+                now = time.monotonic()
+                self._gap_since = self._gap_since or now
+                if now - self._gap_since < self.gap_wait_s:
+                    break
+            self._gap_since = None
+            out.append(event)
+            self.after = event.id
+        return out
+
+
 def _sql(store: SQLStore, text: str) -> str:
     return text if store.placeholder == "?" else text.replace("?", store.placeholder)
 
@@ -164,3 +188,54 @@ def drop_key(store: SQLStore, key: str) -> None:
     """Forget a key whose request changed nothing, so that it may be sent again."""
     with store.transaction() as cur:
         cur.execute(_sql(store, "DELETE FROM bystroq_idempotency WHERE key = ?"), (key,))
+
+
+def hook_cursor(store: SQLStore, name: str) -> int | None:
+    """The feed id hook `name` has handled everything up to (None: it never ran)."""
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "SELECT after FROM bystroq_hook_cursors WHERE name = ?"),
+                    (name,))
+        row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_hook_cursor(store: SQLStore, name: str, after: int) -> None:
+    """Hook `name` handled everything up to feed id `after` (never moves back)."""
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "INSERT INTO bystroq_hook_cursors (name, after, updated_at) "
+                                "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                                "after = excluded.after, updated_at = excluded.updated_at "
+                                "WHERE bystroq_hook_cursors.after < excluded.after"),
+                    (name, after, time.time()))
+
+
+class Delivery(msgspec.Struct, kw_only=True, frozen=True):
+    """One attempt to deliver an event to a webhook."""
+
+    url: str
+    event_id: int
+    attempt: int
+    status: int | None  # the HTTP status, None when no answer came
+    error: str | None
+    at: float
+
+
+def log_delivery(store: SQLStore, delivery: Delivery) -> None:
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "INSERT INTO bystroq_webhook_deliveries (url, event_id, "
+                                "attempt, status, error, at) VALUES (?, ?, ?, ?, ?, ?) "
+                                "ON CONFLICT (url, event_id, attempt) DO NOTHING"),
+                    (delivery.url, delivery.event_id, delivery.attempt, delivery.status,
+                     delivery.error, delivery.at))
+
+
+def deliveries(store: SQLStore, url: str | None = None, limit: int = 100) -> list[Delivery]:
+    """Webhook delivery attempts, newest first."""
+    where, params = ("WHERE url = ?", [url]) if url is not None else ("", [])
+    with store.transaction() as cur:
+        cur.execute(_sql(store, f"SELECT url, event_id, attempt, status, error, at FROM "
+                                f"bystroq_webhook_deliveries {where} ORDER BY at DESC, "
+                                f"event_id DESC, attempt DESC LIMIT ?"), (*params, limit))
+        rows = cur.fetchall()
+    return [Delivery(url=r[0], event_id=int(r[1]), attempt=r[2], status=r[3], error=r[4],
+                     at=r[5]) for r in rows]

@@ -96,6 +96,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (existing rows too); SQLite leaves the column empty and uses the rowid.
         "ALTER TABLE bystroq_events ADD COLUMN feed_id BIGSERIAL",
         "CREATE INDEX bystroq_events_feed ON bystroq_events (feed_id)",
+        # Event hooks (bystroq.ops.hooks): how far each hook got in the feed, and every
+        # webhook delivery attempt.
+        """CREATE TABLE bystroq_hook_cursors (
+            name TEXT PRIMARY KEY, after BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL)""",
+        """CREATE TABLE bystroq_webhook_deliveries (
+            url TEXT NOT NULL, event_id BIGINT NOT NULL, attempt INTEGER NOT NULL,
+            status INTEGER, error TEXT, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (url, event_id, attempt))""",
+        "CREATE INDEX bystroq_webhook_deliveries_at ON bystroq_webhook_deliveries (at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -40,7 +40,7 @@ from bystroq.records.views import (
     submission_view,
     timeline_view,
 )
-from bystroq.web import batches, health, idempotency, queues, sse
+from bystroq.web import batches, health, idempotency, queues, sse, webhooks
 from bystroq.web.auth import authorizer
 from bystroq.web.bodies import read_body
 from bystroq.web.problems import FieldError, Problem, ProblemRoute, problem_response
@@ -81,6 +81,7 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1.include_router(batches.router(services))
     v1.include_router(queues.router(services))
     v1.include_router(sse.router(services))
+    v1.include_router(webhooks.router(services))
     router.include_router(v1)
     return router
 

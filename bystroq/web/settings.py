@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bystroq.config import LoadedConfig, WebConfig
+from bystroq.config import LoadedConfig, WebConfig, WebhookConfig
 from bystroq.errors import ConfigError
 from bystroq.records.store import DEFAULT_URL
 
@@ -44,6 +44,7 @@ class WebSettings:
     records_url: str = DEFAULT_URL
     # Request bodies above this are refused (413); None: the servers' max-job-size.
     max_body_bytes: int | None = None
+    webhooks: tuple[WebhookConfig, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_config(cls, config: LoadedConfig, environ: Mapping[str, str] | None = None,
@@ -53,7 +54,7 @@ class WebSettings:
         tokens = [Token(t.token, t.access, t.name or _label(t.token)) for t in web.tokens]
         tokens += parse_tokens(env.get(TOKENS_ENV, ""))
         return cls(tokens=tuple(tokens), cors_origins=tuple(web.cors_origins),
-                   idempotency_ttl_s=web.idempotency_ttl_s,
+                   idempotency_ttl_s=web.idempotency_ttl_s, webhooks=tuple(web.webhooks),
                    records_url=records_url or config.config.records or DEFAULT_URL)
 
 

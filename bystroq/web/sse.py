@@ -23,9 +23,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from bystroq.messages import key_to_submission_id
+from bystroq.ops.hooks import event_view
 from bystroq.records import feeds
-from bystroq.records.views import View
 from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.services import Services
 
@@ -35,52 +34,13 @@ KEEPALIVE_S = 15.0
 PAGE = 200
 
 
-class EventView(View, frozen=True):
-    """One applied event: the submission it is about and the event as on the wire."""
-
-    id: int
-    submission_id: str | int = msgspec.field(name="submissionID")
-    category: str
-    event: str
-    at: float
-    attempt: int | None
-    seq: int | None
-    applied: bool
-    message: dict[str, object]
-
-
 _ENCODE = msgspec.json.Encoder().encode
 
 
 def format_event(event: feeds.FeedEvent) -> bytes:
-    view = EventView(id=event.id, submission_id=key_to_submission_id(event.submission_id),
-                     category=event.category, event=event.event, at=event.at,
-                     attempt=event.attempt, seq=event.seq, applied=event.applied,
-                     message=event.body)
+    view = event_view(event)
     return (f"id: {event.id}\nevent: {event.event}\ndata: ".encode() + _ENCODE(view)
             + b"\n\n")
-
-
-class Follower:
-    """Reads the feed in order, holding back at a gap until it fills or ages out."""
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-        self._gap_since: float | None = None
-
-    def take(self, events: list[feeds.FeedEvent]) -> list[feeds.FeedEvent]:
-        """The events (of an unfiltered page) that may be sent now, in order."""
-        out = []
-        for event in events:
-            if event.id != self.after + 1:
-                now = time.monotonic()
-                self._gap_since = self._gap_since or now
-                if now - self._gap_since < GAP_WAIT_S:
-                    break
-            self._gap_since = None
-            out.append(event)
-            self.after = event.id
-        return out
 
 
 def router(services: Services) -> APIRouter:
@@ -110,7 +70,7 @@ def router(services: Services) -> APIRouter:
             start = int(last_event_id)
         if start is None:
             start = await run_in_threadpool(feeds.last_event_id, services.store)
-        follower = Follower(start)
+        follower = feeds.Follower(start, GAP_WAIT_S)
 
         async def body() -> AsyncIterator[bytes]:
             yield b": bystroq events\nretry: 1000\n\n"
