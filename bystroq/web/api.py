@@ -51,6 +51,10 @@ from bystroq.web.settings import WebSettings
 from bystroq.web.validate import check_body
 
 MAX_PAGE = 500
+# Every job; the category's own Struct checks the rest (422 naming the field).
+JOB_SCHEMA = {"type": "object", "required": ["submissionID"],
+              "properties": {"submissionID": {"type": ["string", "integer"]}},
+              "additionalProperties": True}
 _CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 _ENCODE = msgspec.json.Encoder().encode
 StateName = Literal["queued", "unknown", "started", "retrying", "completed", "failed",
@@ -145,7 +149,9 @@ def _traceback(timeline: list[Any]) -> str | None:
 
 def _submissions(router: APIRouter, services: Services) -> None:
     @router.post("/submissions/{category}", status_code=202, tags=["submissions"],
-                 summary="Submit one job of a category")
+                 summary="Submit one job of a category",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/json": {"schema": JOB_SCHEMA}}}})
     async def submit(
         category: str, request: Request,
         idempotency_key: Annotated[str | None, Header()] = None,
