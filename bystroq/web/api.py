@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -172,7 +173,8 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 response = problem_response(503, str(exc), request.url.path)
                 return idempotency.StoredResponse(503, bytes(response.body).decode(), {
                     "content-type": "application/problem+json"})
-            location = f"{router.prefix}/submissions/{record_key(submission_id)}"
+            base = request.url.path.rsplit("/", 1)[0]  # .../submissions, wherever mounted
+            location = f"{base}/{quote(record_key(submission_id), safe='')}"
             return idempotency.StoredResponse(
                 202, _ENCODE(_submitted(handle, submission_id)).decode(),
                 {"content-type": JSON, "location": location})
