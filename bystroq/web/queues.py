@@ -3,14 +3,12 @@ jobs (dead letters): list them with their bodies, kick or delete one or all."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
-import greenstalk
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from bystroq.ops import servers
+from bystroq.ops import servers, tubes
 from bystroq.ops.servers import Peeked, TubeStats, Unreachable, configured_tubes, tube_name
 from bystroq.records.views import (
     CountView,
@@ -19,7 +17,6 @@ from bystroq.records.views import (
     StatsView,
     TubeStatsView,
 )
-from bystroq.servers import Server, servers_of
 from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.responses import json_response
 from bystroq.web.services import Services
@@ -45,13 +42,6 @@ def _counts(counts: dict[str, int | Unreachable]) -> list[CountView]:
             else CountView(server=s, count=c) for s, c in counts.items()]
 
 
-def _by_server(services: Services, tube: str,
-               action: Callable[[Server, greenstalk.Client[bytes]], int]) -> Response:
-    names = [s.name for s in servers_of(services.config.addresses)]
-    rows = servers.on_each_server(services.config, tube, action)
-    return json_response(_counts(dict(zip(names, rows, strict=True))))
-
-
 def router(services: Services) -> APIRouter:
     queues = APIRouter(prefix="/queues", route_class=ProblemRoute, tags=["queues"])
     config = services.config
@@ -62,21 +52,15 @@ def router(services: Services) -> APIRouter:
             raise Problem(404, f"no configured category or tube named {name!r}")
         return tube
 
-    def one_server(tube: str, server: str,
-                   action: Callable[[greenstalk.Client[bytes]], int]) -> Response:
-        def on(s: Server, client: greenstalk.Client[bytes]) -> CountView | None:
-            if s.name != server:
-                return None
-            try:
-                return CountView(server=s.name, count=action(client))
-            except greenstalk.NotFoundError:
-                raise Problem(404, f"no such buried job on {server}") from None
-
-        if server not in [f"{h}:{p}" for h, p in config.addresses]:
-            raise Problem(404, f"no configured server {server!r}")
-        rows = [r for r in servers.on_each_server(config, tube, on) if r is not None]
-        return json_response([CountView(server=r.server, count=None, error=r.error)
-                              if isinstance(r, Unreachable) else r for r in rows])
+    def one_buried(tube: str, server: str, queue_id: int, delete: bool) -> Response:
+        try:
+            count = tubes.act_on_buried(config, tube, server, queue_id, delete)
+        except KeyError:
+            raise Problem(404, f"no configured server {server!r}") from None
+        except tubes.NotBuried:
+            raise Problem(404, f"job {queue_id} is not a buried job of {tube} on "
+                          f"{server}") from None
+        return json_response(_counts({server: count}))
 
     @queues.get("", summary="Jobs per server and tube")
     def stats() -> Response:
@@ -91,13 +75,11 @@ def router(services: Services) -> APIRouter:
 
     @queues.post("/{tube}/pause", summary="Pause a tube for a while (no job is reserved)")
     def pause(tube: str, body: PauseRequest) -> Response:
-        name = tube_of(tube)
-        return _by_server(services, name, lambda s, c: _pause(c, name, body.seconds))
+        return json_response(_counts(tubes.pause(config, tube_of(tube), body.seconds)))
 
     @queues.post("/{tube}/resume", summary="Resume a paused tube")
     def resume(tube: str) -> Response:
-        name = tube_of(tube)
-        return _by_server(services, name, lambda s, c: _pause(c, name, 0))
+        return json_response(_counts(tubes.pause(config, tube_of(tube), 0)))
 
     @queues.post("/{tube}/kick", summary="Move buried (else delayed) jobs back to ready")
     def kick(tube: str, body: KickRequest) -> Response:
@@ -108,7 +90,7 @@ def router(services: Services) -> APIRouter:
         name = tube_of(tube)
         if body.confirm != name:
             raise Problem(422, f"to purge, send {{\"confirm\": \"{name}\"}}")
-        return _by_server(services, name, _purge)
+        return json_response(_counts(tubes.purge(config, name)))
 
     @queues.get("/{tube}/buried", summary="Buried jobs: the oldest on each server, its body")
     def buried(tube: str) -> Response:
@@ -127,11 +109,11 @@ def router(services: Services) -> APIRouter:
 
     @queues.post("/{tube}/buried/{server}/{queue_id}/kick", summary="Kick one buried job")
     def kick_one(tube: str, server: str, queue_id: int) -> Response:
-        return one_server(tube_of(tube), server, lambda c: _kick_job(c, queue_id))
+        return one_buried(tube_of(tube), server, queue_id, delete=False)
 
     @queues.delete("/{tube}/buried/{server}/{queue_id}", summary="Delete one buried job")
     def delete_one(tube: str, server: str, queue_id: int) -> Response:
-        return one_server(tube_of(tube), server, lambda c: _delete_buried_job(c, queue_id))
+        return one_buried(tube_of(tube), server, queue_id, delete=True)
 
     return queues
 
@@ -140,37 +122,3 @@ def _peeked(job: Peeked, count: int) -> PeekedJobView:
     return PeekedJobView(server=job.server, queue_id=job.job_id, reserves=job.reserves,
                          age_s=job.age_s, body=job.body.decode(errors="replace"),
                          buried=count)
-
-
-def _pause(client: greenstalk.Client[bytes], tube: str, seconds: int) -> int:
-    try:
-        client.pause_tube(tube, seconds)
-    except greenstalk.NotFoundError:
-        return 0  # no job and no watcher: nothing to pause
-    return 1
-
-
-def _purge(server: Server, client: greenstalk.Client[bytes]) -> int:
-    count = 0
-    for peek in (client.peek_ready, client.peek_delayed, client.peek_buried):
-        while True:
-            try:
-                client.delete(peek())
-            except greenstalk.NotFoundError:
-                break
-            count += 1
-    return count
-
-
-def _kick_job(client: greenstalk.Client[bytes], queue_id: int) -> int:
-    if client.stats_job(queue_id)["state"] != "buried":
-        raise greenstalk.NotFoundError()
-    client.kick_job(queue_id)
-    return 1
-
-
-def _delete_buried_job(client: greenstalk.Client[bytes], queue_id: int) -> int:
-    if client.stats_job(queue_id)["state"] != "buried":
-        raise greenstalk.NotFoundError()
-    client.delete(queue_id)
-    return 1
