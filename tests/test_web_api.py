@@ -174,3 +174,19 @@ def test_list_filters(http: httpx.Client, web_config: LoadedConfig, store: Store
     assert body["errors"][0]["field"] == "query.state"  # type: ignore[index]
     _is_problem(http.get("/v1/submissions", params={"limit": "0"}), 422)
     _is_problem(http.get("/v1/submissions", params={"cursor": "!!!"}), 422)
+
+
+def test_the_cap_is_the_servers_max_job_size(records_url: str, prefix: str) -> None:
+    from bystroq.testing import Beanstalkd
+
+    small = Beanstalkd(max_job_size=300).start()
+    try:
+        config = config_for([small.address], prefix=prefix, records=records_url)
+        with serving(create_app(config)) as url, client(url) as http:
+            body = _is_problem(http.post("/v1/submissions/echo", json={
+                "submissionID": 1, "message": "x" * 400}), 413)
+            assert "300" in str(body["detail"])
+            assert http.post("/v1/submissions/echo",
+                             json={"submissionID": 1}).status_code == 202
+    finally:
+        small.kill()

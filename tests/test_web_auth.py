@@ -147,3 +147,17 @@ def test_serve_runs_the_api(server: object, prefix: str, tmp_path: Path) -> None
         proc.terminate()
         output = proc.communicate(timeout=20)[0].decode()
     assert WRITE not in output
+
+
+def test_tokens_from_the_config_file(server: object, prefix: str) -> None:
+    from bystroq.config import parse
+
+    text = config_text([server.address], prefix=prefix) + (  # type: ignore[attr-defined]
+        f"web:\n  tokens:\n    - {{name: backend, token: {WRITE}, access: write}}\n"
+        f"    - {{token: {READ}}}\n")
+    settings = WebSettings.from_config(parse(text), environ={})
+    assert (settings.tokens[0].name, settings.tokens[0].access) == ("backend", "write")
+    assert settings.tokens[1].access == "read" and settings.tokens[1].name.startswith("token-")
+    assert WRITE not in repr(settings) and READ not in repr(settings)
+    with pytest.raises(ConfigError, match=r"web\.tokens"):
+        parse(config_text([server.address]) + "web:\n  tokens:\n    - {token: short}\n")  # type: ignore[attr-defined]

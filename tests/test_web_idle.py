@@ -108,3 +108,36 @@ def test_only_one_process_per_host_runs_jobs(config: LoadedConfig, tubes: Tubes,
         wait_until(lambda: other.view().reason is not None
                    and "another process" in other.view().reason)  # type: ignore[operator]
     assert tubes.counts(tube)["ready"] == 1  # released at shutdown, for another worker
+
+
+def test_event_loop_lag_keeps_it_paused(config: LoadedConfig, tubes: Tubes,
+                                        tmp_path: Path) -> None:
+    import asyncio
+    import time
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loops.append(asyncio.get_running_loop())
+        yield
+
+    idle = IdleWorker(config, ["echo"], lock_path=tmp_path / "idle.lock", idle_after_s=0.1,
+                      max_lag_s=0.05)
+    app = FastAPI(lifespan=lifespan)
+    idle.install(app)
+    tube = config.category("echo").submission
+    with serving(app):
+        _submit(config, {"submissionID": "lagged"})
+
+        def busy_loop() -> bool:  # the app's loop blocked 150 ms at a time
+            loops[0].call_soon_threadsafe(time.sleep, 0.15)
+            reason = idle.view().reason or ""
+            return "lag" in reason
+
+        wait_until(busy_loop)
+        assert not idle.running and tubes.counts(tube)["ready"] == 1
+        wait_until(lambda: tubes.counts(tube)["ready"] == 0)  # no longer blocked: it runs
+    assert ("lagged", "completed") in _events(tubes, config)
