@@ -141,3 +141,18 @@ def test_event_loop_lag_keeps_it_paused(config: LoadedConfig, tubes: Tubes,
         assert not idle.running and tubes.counts(tube)["ready"] == 1
         wait_until(lambda: tubes.counts(tube)["ready"] == 0)  # no longer blocked: it runs
     assert ("lagged", "completed") in _events(tubes, config)
+
+
+def test_a_category_that_cannot_start_says_why(server: object, prefix: str,
+                                               tmp_path: Path) -> None:
+    from bystroq.config import parse
+    from bystroq.testing import config_text
+
+    text = config_text([server.address], ["echo"], prefix)  # type: ignore[attr-defined]
+    config = parse(text.replace("bystroq.examples.echo", "no_such_module_here"))
+    idle = IdleWorker(config, ["echo"], lock_path=tmp_path / "idle.lock", idle_after_s=0.1)
+    app = FastAPI()
+    idle.install(app)
+    with serving(app):
+        wait_until(lambda: (idle.view().reason or "").startswith("cannot start"))
+        assert not idle.running

@@ -43,6 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CHECK_S = 0.05
+START_RETRY_S = 5.0
 
 
 class IdleWorkerView(View, frozen=True):
@@ -190,13 +191,31 @@ class IdleWorker:
                 reason = "another process on this host runs the idle jobs"
             self._reason = reason
             if reason is None:
-                self._start()
+                try:  # imports the listeners: off the loop
+                    workers = await asyncio.get_running_loop().run_in_executor(
+                        None, self._workers_for_categories)
+                except Exception as exc:
+                    self.lock.release()
+                    self._reason = f"cannot start: {exc}"
+                    self.log.error("idle worker cannot start", error=str(exc))
+                    await asyncio.sleep(START_RETRY_S)
+                    continue
+                if self._in_flight or time.monotonic() - self._last_request < (
+                        self.idle_after_s):  # a request came meanwhile
+                    for worker in workers:
+                        worker.close()
+                    self.lock.release()
+                    continue
+                self._start(workers)
 
-    def _start(self) -> None:
+    def _workers_for_categories(self) -> list[Worker]:
+        return [Worker(self.config, category, options=WorkerOptions(
+            concurrency=1, drain_timeout_s=self.finish_within_s))
+            for category in self.categories]
+
+    def _start(self, workers: list[Worker]) -> None:
         self.log.info("idle: running jobs", categories=self.categories)
-        for category in self.categories:
-            worker = Worker(self.config, category, options=WorkerOptions(
-                concurrency=1, drain_timeout_s=self.finish_within_s))
+        for category, worker in zip(self.categories, workers, strict=True):
             thread = threading.Thread(target=worker.run, name=f"bystroq-idle-{category}",
                                       daemon=True)
             self._workers.append(worker)
