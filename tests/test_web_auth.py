@@ -161,3 +161,11 @@ def test_tokens_from_the_config_file(server: object, prefix: str) -> None:
     assert WRITE not in repr(settings) and READ not in repr(settings)
     with pytest.raises(ConfigError, match=r"web\.tokens"):
         parse(config_text([server.address]) + "web:\n  tokens:\n    - {token: short}\n")  # type: ignore[attr-defined]
+
+
+def test_openapi_declares_the_bearer_token(base_url: str) -> None:
+    with client(base_url) as http:
+        doc = http.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/v1/submissions"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/healthz"]["get"]
