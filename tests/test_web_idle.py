@@ -156,3 +156,20 @@ def test_a_category_that_cannot_start_says_why(server: object, prefix: str,
     with serving(app):
         wait_until(lambda: (idle.view().reason or "").startswith("cannot start"))
         assert not idle.running
+
+
+def test_its_state_is_behind_the_tokens_when_given(config: LoadedConfig,
+                                                   tmp_path: Path) -> None:
+    from bystroq.web import WebSettings
+    from bystroq.web.settings import parse_tokens
+
+    token = "read-token-0123456789abcdef"
+    idle = IdleWorker(config, ["echo"], lock_path=tmp_path / "idle.lock", idle_after_s=60)
+    app = FastAPI()
+    idle.install(app, WebSettings(tokens=tuple(parse_tokens(f"read:{token}"))))
+    with serving(app) as url:
+        with client(url) as http:
+            assert http.get("/v1/idle-worker").status_code == 401
+        with client(url, token=token) as http:
+            state = http.get("/v1/idle-worker").json()
+    assert state["paused"] is True and state["running"] is False

@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
 
 from bystroq.config import LoadedConfig
 from bystroq.records.views import View
+from bystroq.web.auth import authorizer
 from bystroq.web.problems import ProblemRoute
 from bystroq.web.responses import json_response
+from bystroq.web.settings import WebSettings
 from bystroq.worker import Worker, WorkerOptions
 
 Scope = MutableMapping[str, Any]
@@ -126,14 +128,16 @@ class IdleWorker:
 
     # -- what the app sees ---------------------------------------------------------------
 
-    def install(self, app: FastAPI) -> None:
-        """Track the app's requests, run with its lifespan, serve `/v1/idle-worker`."""
+    def install(self, app: FastAPI, settings: WebSettings | None = None) -> None:
+        """Track the app's requests, run with its lifespan, serve `/v1/idle-worker`
+        (behind the tokens of `settings`, when given)."""
         app.add_middleware(_RequestTracker, idle=self)
-        app.include_router(self.router())
+        app.include_router(self.router(settings))
 
-    def router(self) -> APIRouter:
+    def router(self, settings: WebSettings | None = None) -> APIRouter:
+        dependencies = [Depends(authorizer(settings))] if settings is not None else []
         router = APIRouter(route_class=ProblemRoute, lifespan=self._lifespan,
-                           tags=["idle worker"])
+                           tags=["idle worker"], dependencies=dependencies)
 
         @router.get("/v1/idle-worker", summary="The idle-time worker: running, or why not")
         async def state() -> Response:
