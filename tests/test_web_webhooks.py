@@ -98,7 +98,8 @@ def test_python_hook_gets_typed_events_at_least_once(server: object, prefix: str
     assert hook.step() == 1
     assert [(e.submission_id, e.event) for e in got] == [("h1", "started"), ("h1", "completed")]
     assert isinstance(got[1], EventView) and got[1].message["message"] == ""
-    # A new Hook object (a restarted process) under the same name resumes after them.
+    # A restarted process (a new Hook under the same name) resumes after them.
+    hook.release()
     again = Hook(store, "backend", got.append)
     assert again.step() == 0
     _run(config, store, {"submissionID": "h2"})
@@ -131,3 +132,32 @@ def test_webhooks_are_signed_retried_and_logged(server: object, prefix: str,
     assert attempts == [(first, 1, 500), (first, 2, 500), (first, 3, 204),
                         (bodies[1]["id"], 1, 204)]
     assert state[0]["deliveredUpTo"] == bodies[1]["id"]
+
+
+def test_one_process_at_a_time_runs_a_hook(server: object, prefix: str,
+                                           store: Store, records_url: str) -> None:
+    from bystroq.records import open_store
+
+    config = config_for([server.address], prefix=prefix)  # type: ignore[attr-defined]
+    first_got: list[EventView] = []
+    second_got: list[EventView] = []
+    with open_store(records_url) as other_store:
+        first = Hook(store, "shared", first_got.append, from_start=True)
+        second = Hook(other_store, "shared", second_got.append, from_start=True)
+        _run(config, store, {"submissionID": "l1"})
+        assert first.step() == 2 and second.step() == 0
+        first.release()  # a clean stop: the other takes over at once, from the cursor
+        _run(config, store, {"submissionID": "l2"})
+        assert second.step() == 2 and first.step() == 0
+    assert [(e.submission_id, e.event) for e in first_got + second_got] == [
+        ("l1", "started"), ("l1", "completed"), ("l2", "started"), ("l2", "completed")]
+
+
+def test_a_lease_left_by_a_dead_process_runs_out(store: Store) -> None:
+    from bystroq.records import feeds
+
+    assert feeds.lease_hook(store, "h", "a", 30, now=1000.0)
+    assert feeds.lease_hook(store, "h", "a", 30, now=1020.0)  # renewed, to 1050
+    assert not feeds.lease_hook(store, "h", "b", 30, now=1049.0)
+    assert feeds.lease_hook(store, "h", "b", 30, now=1051.0)
+    assert feeds.hook_cursor(store, "h") is None  # leased, never ran

@@ -13,18 +13,23 @@ Webhooks are such callbacks: each event is POSTed as JSON to the URL, signed
     X-Bystroq-Event-Id: <the event's feed id; the same on a redelivery>
 
 and any answer but 2xx is retried with capped exponential backoff; every attempt is logged
-in the store (`deliveries`). A receiver checks the signature over the raw body, refuses
-a timestamp far from its clock, and drops an Event-Id it already has.
+in the store (`deliveries`). Each hook is run by one process at a time (a lease in the
+store), so several web processes do not deliver an event once each. A receiver checks the
+signature over the raw body, refuses a timestamp far from its clock, and drops an
+Event-Id it already has.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +44,9 @@ from bystroq.records.views import View
 
 GAP_WAIT_S = 2.0
 PAGE = 200
+# A hook's lease: the process that holds it delivers; another takes over this long after
+# the holder stopped renewing it (it died), from the stored cursor.
+LEASE_S = 30.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 300.0
 WEBHOOK_TIMEOUT_S = 10.0
@@ -81,14 +89,19 @@ class Hook:
     callback: Callback
     categories: Sequence[str] = ()
     from_start: bool = False
+    lease_s: float = LEASE_S
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}."
+                       f"{uuid.uuid4().hex[:8]}")
     failures: int = 0
     retry_at: float = 0.0
     _follower: feeds.Follower | None = field(default=None, repr=False)
+    _leased_until: float = 0.0
 
     def step(self) -> int:
         """Call the callback with the events after the cursor; how many were handled.
-        A callback that raises stops the step; its event comes again after a backoff."""
-        if time.monotonic() < self.retry_at:
+        A callback that raises stops the step; its event comes again after a backoff.
+        Only the process holding the hook's lease in the store steps it (others: 0)."""
+        if time.monotonic() < self.retry_at or not self._leased():
             return 0
         follower = self._follower or self._start()
         page = feeds.events_after(self.store, follower.after, limit=PAGE)
@@ -109,6 +122,24 @@ class Hook:
         if handled != start:
             feeds.set_hook_cursor(self.store, self.name, handled)
         return done
+
+    def _leased(self) -> bool:
+        """Hold (or take) the lease, renewing it when half of it has passed."""
+        now = time.time()
+        if now < self._leased_until - self.lease_s / 2:
+            return True
+        if feeds.lease_hook(self.store, self.name, self.owner, self.lease_s, now):
+            self._leased_until = now + self.lease_s
+            return True
+        self._leased_until = 0.0
+        self._follower = None  # another process moves the cursor meanwhile
+        return False
+
+    def release(self) -> None:
+        """Give the lease up (on a clean shutdown), so another process takes over now."""
+        if self._leased_until:
+            feeds.release_hook(self.store, self.name, self.owner)
+            self._leased_until = 0.0
 
     def _start(self) -> feeds.Follower:
         after = feeds.hook_cursor(self.store, self.name)
@@ -205,3 +236,9 @@ class HookRunner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        for hook in self.hooks:
+            try:
+                hook.release()
+            except Exception as exc:  # the store is away: the lease runs out by itself
+                structlog.get_logger("bystroq.hooks").warning(
+                    "event hook lease not released", hook=hook.name, error=str(exc))

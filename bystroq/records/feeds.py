@@ -196,7 +196,7 @@ def hook_cursor(store: SQLStore, name: str) -> int | None:
         cur.execute(_sql(store, "SELECT after FROM bystroq_hook_cursors WHERE name = ?"),
                     (name,))
         row = cur.fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None or row[0] < 0 else int(row[0])
 
 
 def set_hook_cursor(store: SQLStore, name: str, after: int) -> None:
@@ -207,6 +207,29 @@ def set_hook_cursor(store: SQLStore, name: str, after: int) -> None:
                                 "after = excluded.after, updated_at = excluded.updated_at "
                                 "WHERE bystroq_hook_cursors.after < excluded.after"),
                     (name, after, time.time()))
+
+
+def lease_hook(store: SQLStore, name: str, owner: str, lease_s: float,
+               now: float | None = None) -> bool:
+    """Whether `owner` runs hook `name` for the next `lease_s` seconds: it already did, or
+    no one did within its lease. One process at a time delivers a hook's events."""
+    now = time.time() if now is None else now
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "INSERT INTO bystroq_hook_cursors (name, after, updated_at) "
+                                "VALUES (?, -1, ?) ON CONFLICT (name) DO NOTHING"),
+                    (name, now))
+        cur.execute(_sql(store, "UPDATE bystroq_hook_cursors SET owner = ?, lease_until = ? "
+                                "WHERE name = ? AND (owner = ? OR owner IS NULL OR "
+                                "lease_until < ?)"),
+                    (owner, now + lease_s, name, owner, now))
+        return bool(cur.rowcount == 1)
+
+
+def release_hook(store: SQLStore, name: str, owner: str) -> None:
+    """Give up the lease of hook `name` (another process may take it at once)."""
+    with store.transaction() as cur:
+        cur.execute(_sql(store, "UPDATE bystroq_hook_cursors SET lease_until = 0 "
+                                "WHERE name = ? AND owner = ?"), (name, owner))
 
 
 class Delivery(msgspec.Struct, kw_only=True, frozen=True):

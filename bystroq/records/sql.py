@@ -100,7 +100,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # webhook delivery attempt.
         """CREATE TABLE bystroq_hook_cursors (
             name TEXT PRIMARY KEY, after BIGINT NOT NULL,
-            updated_at DOUBLE PRECISION NOT NULL)""",
+            updated_at DOUBLE PRECISION NOT NULL, owner TEXT,
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0)""",
         """CREATE TABLE bystroq_webhook_deliveries (
             url TEXT NOT NULL, event_id BIGINT NOT NULL, attempt INTEGER NOT NULL,
             status INTEGER, error TEXT, at DOUBLE PRECISION NOT NULL,
