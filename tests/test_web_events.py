@@ -110,3 +110,27 @@ def test_filters_and_bad_requests(base_url: str, web_config: LoadedConfig,
         assert http.get("/v1/events", params={"category": "nope"}).status_code == 404
         bad = http.get("/v1/events", headers={"Last-Event-ID": "x"})
         assert bad.status_code == 400
+
+
+def test_several_live_streams_get_the_same_events(base_url: str, web_config: LoadedConfig,
+                                                  store: Store) -> None:
+    import concurrent.futures
+
+    opened = threading.Barrier(4)
+
+    def listen(_: int) -> list[tuple[object, object]]:
+        with client(base_url) as http, http.stream("GET", "/v1/events") as stream:
+            lines = stream.iter_lines()
+            next(lines)
+            opened.wait()
+            return [(e["submissionID"], e["name"]) for e in _events(lines, count=4)]
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        streams = [pool.submit(listen, n) for n in range(3)]
+        opened.wait()
+        _run_job(web_config, store, {"submissionID": "m1"})
+        _run_job(web_config, store, {"submissionID": "m2"})
+        got = [s.result(timeout=30) for s in streams]
+    expected = [("m1", "started"), ("m1", "completed"), ("m2", "started"),
+                ("m2", "completed")]
+    assert got == [expected] * 3
