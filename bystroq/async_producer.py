@@ -27,7 +27,7 @@ class AsyncProducer:
     """Submits jobs from coroutines; same guarantees and errors as Producer.submit."""
 
     def __init__(self, config: LoadedConfig, *, wait_s: float = DEFAULT_WAIT_S,
-                 recorder: SubmitRecorder | None = None, threads: int = 4) -> None:
+                 recorder: SubmitRecorder | None = None, threads: int = 2) -> None:
         self.producer = Producer(config, wait_s=wait_s, recorder=recorder)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="bystroq-submit")
 

@@ -26,23 +26,27 @@ async def _max_lag_while(work: asyncio.Future[object], tick_s: float = 0.002) ->
 
 
 def test_1000_submits_keep_the_loop_responsive(config: LoadedConfig, tubes: Tubes) -> None:
-    async def main() -> tuple[float, float, int]:
+    async def main(first: int) -> tuple[float, float, int]:
         async with AsyncProducer(config) as producer:
             started = time.perf_counter()
-            singles = asyncio.gather(*(producer.submit("echo", {"submissionID": n})
+            singles = asyncio.gather(*(producer.submit("echo", {"submissionID": first + n})
                                        for n in range(500)))
-            many = producer.submit_many("echo", [{"submissionID": 500 + n}
+            many = producer.submit_many("echo", [{"submissionID": first + 500 + n}
                                                  for n in range(500)])
             work = asyncio.ensure_future(asyncio.gather(singles, many))
             lag = await _max_lag_while(work)
             one, two = await work
             return lag, time.perf_counter() - started, len(one) + len(two)
 
-    lag, elapsed, count = asyncio.run(main())
-    assert count == 1000
-    assert tubes.counts(config.category("echo").submission)["ready"] == 1000
-    print(f"1000 async submits in {elapsed:.3f} s; worst loop lag {lag * 1000:.1f} ms")
-    assert lag < 0.1, f"the loop waited {lag * 1000:.0f} ms"
+    # The best of three runs: another process taking the CPU only adds lag, while a
+    # submit that blocked the loop would show in every run.
+    runs = [asyncio.run(main(first)) for first in (0, 1000, 2000)]
+    assert [count for _, _, count in runs] == [1000] * 3
+    assert tubes.counts(config.category("echo").submission)["ready"] == 3000
+    for lag, elapsed, _ in runs:
+        print(f"1000 async submits in {elapsed:.3f} s; worst loop lag {lag * 1000:.1f} ms")
+    best = min(lag for lag, _, _ in runs)
+    assert best < 0.05, f"the loop waited {best * 1000:.0f} ms"
 
 
 def test_submit_many_keeps_order_and_records(config: LoadedConfig, tubes: Tubes,
