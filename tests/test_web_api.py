@@ -190,3 +190,15 @@ def test_the_cap_is_the_servers_max_job_size(records_url: str, prefix: str) -> N
                              json={"submissionID": 1}).status_code == 202
     finally:
         small.kill()
+
+
+def test_an_unexpected_error_is_a_500_problem(web_config: LoadedConfig) -> None:
+    app = create_app(web_config)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    with serving(app) as url, client(url) as http:
+        body = _is_problem(http.get("/boom"), 500)
+        assert "secret internals" not in str(body)
