@@ -134,3 +134,33 @@ def test_several_live_streams_get_the_same_events(base_url: str, web_config: Loa
     expected = [("m1", "started"), ("m1", "completed"), ("m2", "started"),
                 ("m2", "completed")]
     assert got == [expected] * 3
+
+
+def test_a_running_jobs_progress_arrives_while_it_runs(
+    base_url: str, web_config: LoadedConfig, store: Store, tubes: object,
+) -> None:
+    tube = web_config.category("echo").submission
+    consumer = ConsumeAndFeed(web_config, store)
+    consuming = threading.Thread(target=consumer.run)
+    with Producer(web_config, recorder=store) as producer:
+        producer.submit("echo", {"submissionID": "run-1", "progress": 3, "sleep_s": 3})
+    worker = Worker(web_config, "echo", options=WorkerOptions(burst=True))
+    working = threading.Thread(target=worker.run)
+    try:
+        with client(base_url) as http, http.stream(
+                "GET", "/v1/events", params={"submission": "run-1"}) as stream:
+            lines = stream.iter_lines()
+            next(lines)
+            consuming.start()
+            working.start()
+            progress = _events(lines, count=4)
+            assert [e["name"] for e in progress] == ["started", *["progress"] * 3]
+            assert tubes.counts(tube)["reserved"] == 1  # type: ignore[attr-defined]
+            assert _events(lines, until="completed")[-1]["name"] == "completed"
+    finally:
+        working.join()
+        consumer.stop()
+        if consuming.is_alive():
+            consuming.join()
+        consumer.close()
+        worker.close()
