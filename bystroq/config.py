@@ -101,6 +101,32 @@ def _check_tubes_distinct(tubes: dict[str, CategoryConfig]) -> None:
             seen[tube] = key
 
 
+class TokenConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A bearer token of the HTTP API: `read` may only look, `write` may also change."""
+
+    token: Annotated[str, msgspec.Meta(min_length=16)]
+    access: Literal["read", "write"] = "read"
+    name: str | None = None  # shown in logs instead of the token
+
+
+class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A URL every applied event is POSTed to, signed with `secret` (bystroq.ops.hooks)."""
+
+    url: str
+    secret: Annotated[str, msgspec.Meta(min_length=16)]
+    categories: list[str] = msgspec.field(default_factory=list)  # empty: all
+
+
+class WebConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The optional `web:` section (bystroq.web): tokens, CORS, idempotency keys,
+    webhooks."""
+
+    tokens: list[TokenConfig] = msgspec.field(default_factory=list)
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    idempotency_ttl_s: Annotated[float, msgspec.Meta(ge=86_400)] = 86_400.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The whole file."""
 
@@ -109,6 +135,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Which generation of Bystro's wire workers write: `submissionID`/`queueID`, or
     # camelCase `submissionId`/`queueId` (Bystro since Feb 2024). Both are always read.
     wire: Wire = DEFAULT_WIRE
+    web: WebConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from bystroq.cli import batches, jobs, records, servers
+from bystroq.cli import batches, jobs, records, servers, web
 from bystroq.cli.context import BystroqGroup
 
 
@@ -23,3 +23,4 @@ for command in (jobs.listen, jobs.submit, jobs.consume, records.status, records.
                 records.cancel, records.retry, servers.stats, servers.peek, servers.kick,
                 servers.buried, servers.events, batches.batch):
     main.add_command(command)
+main.add_command(web.serve)

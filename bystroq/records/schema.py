@@ -52,5 +52,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # How much work the handler said there is (progress of total).
         "ALTER TABLE bystroq_records ADD COLUMN total BIGINT",
     ),
+    (
+        # The HTTP API's Idempotency-Key: the first request's fingerprint and response
+        # (see bystroq.records.feeds).
+        """CREATE TABLE bystroq_idempotency (
+            key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
+            status INTEGER, response TEXT, created_at DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX bystroq_idempotency_created ON bystroq_idempotency (created_at)",
+        # The order of the live event feed: PostgreSQL numbers the events from a sequence
+        # (existing rows too); SQLite leaves the column empty and uses the rowid.
+        "ALTER TABLE bystroq_events ADD COLUMN feed_id BIGSERIAL",
+        "CREATE INDEX bystroq_events_feed ON bystroq_events (feed_id)",
+        # Event hooks (bystroq.ops.hooks): how far each hook got in the feed, and every
+        # webhook delivery attempt.
+        """CREATE TABLE bystroq_hook_cursors (
+            name TEXT PRIMARY KEY, after BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL, owner TEXT,
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0)""",
+        """CREATE TABLE bystroq_webhook_deliveries (
+            url TEXT NOT NULL, event_id BIGINT NOT NULL, attempt INTEGER NOT NULL,
+            status INTEGER, error TEXT, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (url, event_id, attempt))""",
+        "CREATE INDEX bystroq_webhook_deliveries_at ON bystroq_webhook_deliveries (at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

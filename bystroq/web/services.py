@@ -1,0 +1,77 @@
+"""What the endpoints share, built by `create_router` and closed with it: the config, the
+records store and a producer (both opened on first use, from any thread), the category
+decoders, and the cap on request bodies."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from bystroq.config import LoadedConfig
+from bystroq.messages import JobDecoder
+from bystroq.ops.health import ServerUp, server_health
+from bystroq.ops.submit import job_decoder
+from bystroq.producer import Producer
+from bystroq.records.batchstore import Store
+from bystroq.records.store import open_store
+from bystroq.web.settings import WebSettings
+
+# beanstalkd's own default max-job-size, used while no server has answered.
+DEFAULT_MAX_JOB_SIZE = 65_535
+
+
+class Services:
+    """The shared state of one router (one per app; nothing global)."""
+
+    def __init__(self, config: LoadedConfig, settings: WebSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._producer: Producer | None = None
+        self._decoders: dict[str, tuple[JobDecoder[Any] | None, str]] = {}
+        self._max_job_size: int | None = None
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings.records_url)
+            return self._store
+
+    @property
+    def producer(self) -> Producer:
+        store = self.store
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self.config, recorder=store)
+            return self._producer
+
+    def decoder(self, category: str) -> tuple[JobDecoder[Any] | None, str]:
+        """The category's Struct decoder (None and why when its listener does not import)."""
+        with self._lock:
+            if category not in self._decoders:
+                self._decoders[category] = job_decoder(self.config, category)
+            return self._decoders[category]
+
+    def body_limit(self) -> int:
+        """The largest request body taken: the setting, else the smallest max-job-size of
+        the servers (asked until one answers)."""
+        if self.settings.max_body_bytes is not None:
+            return self.settings.max_body_bytes
+        if self._max_job_size is None:
+            sizes = [row.max_job_size for row in server_health(self.config)
+                     if isinstance(row, ServerUp)]
+            if not sizes:
+                return DEFAULT_MAX_JOB_SIZE
+            self._max_job_size = min(sizes)
+        return self._max_job_size
+
+    def close(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+            store, self._store = self._store, None
+        if producer is not None:
+            producer.close()
+        if store is not None:
+            store.close()
