@@ -20,7 +20,7 @@ from bystroq.ops.batches import (
     wait_for_batch,
 )
 from bystroq.ops.consume import ConsumeAndFeed
-from bystroq.records.batchstore import Store
+from bystroq.records.store import BatchStore
 from bystroq.records.views import BatchCancelView, BatchStatusView, batch_view, failure_view
 
 
@@ -148,7 +148,7 @@ def batch_wait(state: State, batch_id: str, consume: bool, records_url: str | No
     sys.exit(code)
 
 
-def _wait(state: State, store: Store, batch_id: str, consume: bool) -> int:
+def _wait(state: State, store: BatchStore, batch_id: str, consume: bool) -> int:
     batch_row = store.get_batch(batch_id)
     if batch_row is None:
         raise BystroqError(f"no batch {batch_id!r} in {store.url}")

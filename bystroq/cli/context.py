@@ -17,8 +17,7 @@ from bystroq import log
 from bystroq.cli import render
 from bystroq.errors import BystroqError
 from bystroq.listener import use_app_dir
-from bystroq.records.batchstore import Store
-from bystroq.records.store import DEFAULT_URL, open_store
+from bystroq.records.store import DEFAULT_URL, Store, open_store
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from bystroq.errors import BystroqError
-from bystroq.records.batchstore import Batch, BatchState, Claim, Store
+from bystroq.records.batchstore import Batch, BatchState, Claim
+from bystroq.records.batchstore import Store as Store  # what open_store returns
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 
 DEFAULT_URL = "sqlite:///bystroq.db"
