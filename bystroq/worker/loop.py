@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import os
 import re
@@ -81,6 +82,8 @@ from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
 
 # How long a failed report waits before the job is offered again.
 REPORT_RETRY_DELAY_S = 5
+# How often a running worker logs its rate and outcomes at info (one line a job is debug).
+SUMMARY_INTERVAL_S = 10.0
 MULTI_SERVER_POLL_MAX_S = 0.1
 
 
@@ -199,6 +202,7 @@ class Worker:
                                   self.health).start()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
+        summary = _Summary(self.log, self.counts)
         threads = [
             threading.Thread(target=self._slot_loop, args=(self._slot(i),),
                              name=f"bystroq-slot-{i}", daemon=True)
@@ -214,12 +218,14 @@ class Worker:
                 deadline = self._drain_deadline
                 if deadline is not None and time.monotonic() > deadline:
                     self.keeper.halt_all(ShuttingDown("drain timeout passed"))
+                with self._lock:
+                    summary.tick()
         finally:
             restore()
             control.close()
             self.close()
         done = {k.value: v for k, v in self.counts.items() if v}
-        self.log.info("worker stopped", **done)
+        self.log.info("worker stopped", **done, **summary.overall())
         return 1 if self._crashed else 0
 
     def cancel(self, server: Server, queue_id: int, reason: BaseException) -> bool:
@@ -461,7 +467,7 @@ class Slot:
             return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
-            log.info("job completed",
+            log.debug("job completed",
                      duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
         log.error("event not stored: job released for later", error=reply[0].decode(),
@@ -534,12 +540,12 @@ class Slot:
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
-            log = worker.log.bind(queueID=job.id, submissionID=None, attempt=attempt)
+            log = JobLog(worker.log, queueID=job.id, submissionID=None, attempt=attempt)
             log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
             self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
             return Outcome.INVALID
-        log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -847,6 +853,68 @@ class Slot:
         for conn in self.conns:
             with conn.lock:
                 conn.close()
+
+
+class JobLog:
+    """A job's logger whose context is bound only when a line is logged: one job's fields
+    cost nothing when the level filters its lines out."""
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: Any, **fields: Any) -> None:
+        self._base, self._fields, self._bound = base, fields, None
+
+    def bind(self, **fields: Any) -> Any:
+        return self._logger().bind(**fields)
+
+    def _logger(self) -> Any:
+        if self._bound is None:
+            self._bound = self._base.bind(**self._fields)
+        return self._bound
+
+    def debug(self, event: str, **fields: Any) -> None:
+        enabled = getattr(self._base, "is_enabled_for", None)
+        if enabled is None or enabled(logging.DEBUG):
+            self._logger().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._logger().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._logger().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._logger().error(event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._logger().exception(event, **fields)
+
+
+class _Summary:
+    """The worker's info line every SUMMARY_INTERVAL_S: jobs a second and outcomes since
+    the last one (failures are logged one by one as they happen)."""
+
+    def __init__(self, log: Any, counts: Counter[Outcome]) -> None:
+        self.log, self.counts = log, counts
+        self.started = self.at = time.monotonic()
+        self.last: Counter[Outcome] = Counter()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.at < SUMMARY_INTERVAL_S:
+            return
+        since = Counter(self.counts)
+        since.subtract(self.last)
+        jobs = sum(v for k, v in since.items() if k is not Outcome.NONE)
+        if jobs:
+            self.log.info("jobs done", jobs=jobs, per_s=round(jobs / (now - self.at), 1),
+                          **{k.value: v for k, v in since.items() if v and k is not Outcome.NONE})
+        self.last, self.at = Counter(self.counts), now
+
+    def overall(self) -> dict[str, float]:
+        jobs = sum(v for k, v in self.counts.items() if k is not Outcome.NONE)
+        elapsed = time.monotonic() - self.started
+        return {"per_s": round(jobs / elapsed, 1)} if jobs and elapsed > 0 else {}
 
 
 def _small_failed(message: Any, queue_id: int, reason: BaseException) -> Any:
