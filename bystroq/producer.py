@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -254,12 +253,7 @@ def _drop_if_closed(conn: Connection) -> None:
     """Close a connection the server closed since its last command (it restarted or went
     away), so the put goes over a fresh one: a put sent on a dead connection would get
     no answer, and its outcome would look unknown when it is known (not put)."""
-    client = conn._client
-    if client is None:
-        return
-    poller = select.poll()
-    poller.register(client._sock, select.POLLIN)
-    if poller.poll(0):  # readable while no reply is owed: end of stream, reset or stray bytes
+    if conn.closed_by_server():
         conn.close()
 
 

@@ -724,26 +724,26 @@ class Slot:
             if not lease.confirm():
                 log.warning("lease lost before the started event: nothing reported")
                 return False
+            held: list[bool] = []
             sent_at = time.monotonic()
+
+            def on_touch(reply: Reply) -> None:
+                held.append(lease.touched(reply.status, sent_at))  # if not, the handler stops
+
+            def on_put(reply: Reply) -> None:
+                if reply.status != b"INSERTED":
+                    log.error("started event not stored", error=reply.status.decode())
+                elif held == [False]:  # deleted with the slot's next command
+                    self._strays.append((conn, int(reply.values[0])))
+
             try:
-                conn.client._sock.sendall(lease.touch_command() + put_command(body))
+                conn.queue(lease.touch_command(), on_touch)
+                conn.queue(put_command(body), on_put)
+                conn.flush()
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
-            held: list[bool] = []
-
-            def on_touch(status: bytes, values: list[bytes]) -> None:
-                held.append(lease.touched(status, sent_at))  # if not, the handler stops
-
-            def on_put(status: bytes, values: list[bytes]) -> None:
-                if status != b"INSERTED":
-                    log.error("started event not stored", error=status.decode())
-                elif held == [False]:  # deleted with the slot's next command
-                    self._strays.append((conn, int(values[0])))
-
-            conn.owe(on_touch)
-            conn.owe(on_put)
         return True
 
     def _retract(self, conn: Connection, put: Reply, log: Any, what: str) -> None:
@@ -765,7 +765,7 @@ class Slot:
         while self._strays:
             conn, event_id = self._strays.pop()
             with conn.lock:
-                self._retract(conn, (b"INSERTED", [b"%d" % event_id], None),
+                self._retract(conn, Reply(b"INSERTED", [b"%d" % event_id], None),
                               self.worker.log, "started")
 
     def _report(self, lease: Lease, message: Any, action: str, log: Any,
