@@ -16,9 +16,9 @@ import msgspec
 from bystroq import config as config_mod
 from bystroq import inspect as inspect_mod
 from bystroq import log
-from bystroq.errors import BystroqError, DecodeError, ListenerError
+from bystroq.errors import BystroqError, DecodeError, ListenerError, SubmitIncomplete
 from bystroq.messages import JobDecoder, json_value
-from bystroq.producer import Producer
+from bystroq.producer import Producer, Submitted
 from bystroq.records.model import STATES
 
 
@@ -123,15 +123,23 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
         store = None if no_records else stack.enter_context(
             open_store(_records_url(state, records_url)))
         producer = stack.enter_context(Producer(config, recorder=store))
-        for done, (body, submission_id) in enumerate(bodies):
+        if json_text is not None:
+            handles = [producer.submit(tube, bodies[0][0], priority=priority, delay=delay,
+                                       ttr=ttr)]
+        else:
             try:
-                handle = producer.submit(tube, body, priority=priority, delay=delay, ttr=ttr)
-            except BystroqError as exc:
-                raise BystroqError(
-                    f"{exc} (after {done} of {len(bodies)} jobs were submitted)"
-                ) from None
-            click.echo(json.dumps({"queueID": handle.job_id, "server": handle.server.name,
-                                   "tube": handle.tube, "submissionID": submission_id}))
+                handles = producer.submit_many(tube, [body for body, _ in bodies],
+                                               priority=priority, delay=delay, ttr=ttr)
+            except SubmitIncomplete as exc:
+                _echo_handles([h for h in exc.submitted if h is not None])
+                raise BystroqError(str(exc)) from None
+        _echo_handles(handles)
+
+
+def _echo_handles(handles: list[Submitted]) -> None:
+    click.echo("".join(json.dumps({"queueID": h.job_id, "server": h.server.name,
+                                   "tube": h.tube, "submissionID": h.submission_id}) + "\n"
+                       for h in handles), nl=False)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -14,7 +15,7 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
-from bystroq.errors import JobTooBig, SubmitOutcomeUnknown
+from bystroq.errors import JobTooBig, ServersUnavailable, SubmitIncomplete, SubmitOutcomeUnknown
 from bystroq.messages import encode, record_key
 from bystroq.servers import (
     CONNECTION_ERRORS,
@@ -31,6 +32,9 @@ from bystroq.servers import (
 
 DEFAULT_PRIORITY = 2**16
 DEFAULT_WAIT_S = 5.0
+# Puts written at once by submit_many: large enough that a round trip is shared by many
+# jobs, small enough that a cut connection leaves few outcomes unknown.
+SUBMIT_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,137 @@ class Producer:
                         conn.failed(exc)  # the server refused it: nothing was put
             wait_for_any(self._conns, deadline)
 
+    def submit_many(
+        self,
+        category: str,
+        jobs: Sequence[msgspec.Struct | Mapping[str, Any] | bytes],
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = 0,
+        ttr: int | None = None,
+        batch: str | None = None,
+        chunk: int = SUBMIT_CHUNK,
+    ) -> list[Submitted]:
+        """Put many jobs on `category`'s submission tube, `chunk` puts a write, the chunks
+        spread over the servers; returns a handle per job, in order.
+
+        Every body is encoded and checked against max-job-size before the first put
+        (JobTooBig: nothing was put). A server that fails before a chunk is written is
+        skipped, as in `submit`. When some jobs could not be put, or a connection was cut
+        after a chunk was written, SubmitIncomplete says which jobs are in, which are
+        unknown (sent, never answered: never put again) and which were not put.
+        """
+        conf = self.config.category(category)
+        name = self.config.category_name(category)
+        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
+        record = self.recorder is not None
+        ids = [_submission_id(job) if record or not isinstance(job, bytes) else None
+               for job in jobs]
+        commands = [put_command(body, priority, delay, ttr or conf.ttr) for body in bodies]
+        bulk = _Bulk(len(jobs))
+        longest = max(map(len, bodies), default=0)
+        todo = deque(list(range(start, min(len(jobs), start + chunk)))
+                     for start in range(0, len(jobs), chunk))
+        deadline = time.monotonic() + self.wait_s
+        while todo:
+            conn = self._next_ready()
+            if conn is None:
+                try:
+                    wait_for_any(self._conns, deadline)
+                except ServersUnavailable:
+                    bulk.not_put += [i for part in todo for i in part]
+                    break
+                continue
+            part = todo.popleft()
+            with conn.lock:
+                try:
+                    _drop_if_closed(conn)
+                    _bound(conn, deadline - time.monotonic(), self.wait_s)
+                    if longest > conn.max_job_size():
+                        biggest = max(bodies, key=len)
+                        if not bulk.any_put:
+                            raise JobTooBig(_too_big(conn, biggest))
+                        bulk.not_put += [i for p in (part, *todo) for i in p]
+                        todo.clear()
+                        break  # a server with a smaller limit: the rest is reported
+                    conn.use_tube(conf.submission)
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+                    todo.appendleft(part)
+                    continue
+                refused = self._put_chunk(conn, part, commands, bulk)
+            if refused:
+                todo.append(refused)
+            queued = [(i, bulk.handles[i]) for i in part if bulk.handles[i] is not None]
+            self._record_chunk(name, queued, ids, bodies, bulk, part, batch)
+            deadline = time.monotonic() + self.wait_s
+        handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i])
+                   for i, h in enumerate(bulk.handles)]
+        if bulk.unknown or bulk.not_put:
+            raise SubmitIncomplete(_incomplete_message(bulk, self.wait_s), handles,
+                                   sorted(bulk.unknown), sorted(bulk.not_put))
+        return [h for h in handles if h is not None]
+
+    def _next_ready(self) -> Connection | None:
+        with self._lock:
+            for _ in range(len(self._conns)):
+                conn = self._conns[self._next]
+                self._next = (self._next + 1) % len(self._conns)
+                if conn.ready():
+                    return conn
+        return None
+
+    def _put_chunk(self, conn: Connection, part: list[int], commands: list[bytes],
+                   bulk: _Bulk) -> list[int]:
+        """Write a chunk's puts at once and read their answers; returns the jobs the server
+        refused (not put: they go to another server)."""
+        sent_at = time.time()
+        try:
+            conn.send([commands[i] for i in part])
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)  # some of the chunk may have reached the server
+            bulk.lost(part, conn.server, sent_at, exc)
+            return []
+        refused: list[int] = []
+        for n, index in enumerate(part):
+            try:
+                reply = conn.read_reply()
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)
+                bulk.lost(part[n:], conn.server, sent_at, exc)
+                return refused
+            if reply.status in (b"INSERTED", b"BURIED"):  # BURIED: in, but out of memory
+                bulk.handles[index] = (int(reply.values[0]), conn.server)
+                bulk.any_put = True
+            else:
+                refused.append(index)
+        if refused:
+            conn.failed(greenstalk.UnknownResponseError(b"refused", []))
+        return refused
+
+    def _record_chunk(self, name: str, queued: list[tuple[int, Any]],
+                      ids: list[str | int | None], bodies: list[bytes], bulk: _Bulk,
+                      part: list[int], batch: str | None) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        keys = {i: record_key(sid) for i in part if (sid := ids[i]) is not None}
+        rows = [(keys[i], h[0], h[1].name, bodies[i]) for i, h in queued if i in keys]
+        many = getattr(recorder, "record_queued_many", None)
+        if rows and many is not None:
+            self._records.write(partial(many, name, rows, batch=batch))
+        else:
+            for sid, job_id, server, body in rows:
+                self._records.write(partial(recorder.record_queued, sid, name, job_id, server,
+                                            batch=batch, body=body))
+        for i in part:
+            lost, key = bulk.lost_at.get(i), keys.get(i)
+            if lost is not None and key is not None:
+                server, sent_at, reason = lost
+                self._records.write(partial(
+                    recorder.record_submit_unknown, key, name, server.name,
+                    reason, sent_at, batch=batch, body=bodies[i]))
+
     @property
     def servers(self) -> list[Server]:
         return [conn.server for conn in self._conns]
@@ -184,6 +319,38 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Bulk:
+    """Where each job of a bulk submit stands."""
+
+    def __init__(self, count: int) -> None:
+        self.handles: list[tuple[int, Server] | None] = [None] * count
+        self.unknown: list[int] = []
+        self.not_put: list[int] = []
+        self.lost_at: dict[int, tuple[Server, float, str]] = {}
+        self.any_put = False
+
+    def lost(self, indices: list[int], server: Server, sent_at: float,
+             error: BaseException) -> None:
+        reason = (f"{server} did not answer a bulk put within the wait "
+                  f"({str(error) or type(error).__name__}); it may still run: do not submit "
+                  f"it again")
+        self.unknown += indices
+        for index in indices:
+            self.lost_at[index] = (server, sent_at, reason)
+
+
+def _incomplete_message(bulk: _Bulk, wait_s: float) -> str:
+    done = sum(h is not None for h in bulk.handles)
+    parts = [f"{done} of {len(bulk.handles)} jobs were submitted"]
+    if bulk.unknown:
+        parts.append(f"{len(bulk.unknown)} were sent and never answered (outcome unknown: do "
+                     f"not submit them again; their records say unknown)")
+    if bulk.not_put:
+        parts.append(f"{len(bulk.not_put)} were not put (no server took them within "
+                     f"{wait_s:g} s; submitting those again is safe)")
+    return "; ".join(parts)
 
 
 class _NoAnswer(Exception):

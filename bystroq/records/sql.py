@@ -422,6 +422,41 @@ class SQLStore:
             return record
 
     @retry_conflicts
+    def record_queued_many(
+        self, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
+        batch: str | None = None, at: float | None = None,
+    ) -> int:
+        """Jobs put together, as (submission_id, queue_id, server, body): `record_queued`
+        for each, in one transaction that locks every record it touches first."""
+        at = at or time.time()
+        with self.transaction() as cur:
+            orphans = {(server, queue_id): model.orphan_id(server, queue_id)
+                       for _, queue_id, server, _ in queued}
+            loaded = self._load_ids(cur, [q[0] for q in queued] + list(orphans.values()))
+            changed: dict[str, Record] = {}
+            for submission_id, queue_id, server, body in queued:
+                record = changed.get(submission_id) or loaded.get(submission_id)
+                if record is None:
+                    record = Record(submission_id=submission_id, category=category)
+                model.queued(record, queue_id, server, at)
+                record.batch = batch or record.batch
+                if body is not None:
+                    record.body = body.decode()
+                orphan = orphans[server, queue_id]
+                orphaned = loaded.get(orphan)
+                if orphaned is not None and record.attempts == 0:
+                    record.state, record.reason = orphaned.state, orphaned.reason
+                    record.attempts, record.attempt_done = orphaned.attempts, True
+                    record.finished_at = orphaned.finished_at
+                    self._execute(cur, "DELETE FROM bystroq_records WHERE submission_id = ?",
+                                  (orphan,))
+                    self._execute(cur, "UPDATE bystroq_events SET submission_id = ? "
+                                  "WHERE submission_id = ?", (submission_id, orphan))
+                changed[submission_id] = record
+            self._save(cur, list(changed.values()))
+            return len(changed)
+
+    @retry_conflicts
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:
         """The put failed: the record says why (and is created if it did not exist)."""
         now = time.time()
