@@ -35,6 +35,8 @@ DEFAULT_WAIT_S = 5.0
 # Puts written at once by submit_many: large enough that a round trip is shared by many
 # jobs, small enough that a cut connection leaves few outcomes unknown.
 SUBMIT_CHUNK = 256
+# Queued records submit_many writes in one transaction.
+RECORD_BATCH = 2048
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class Producer:
         todo = deque(list(range(start, min(len(jobs), start + chunk)))
                      for start in range(0, len(jobs), chunk))
         deadline = time.monotonic() + self.wait_s
+        unrecorded: list[int] = []  # jobs whose records are written together
         while todo:
             conn = self._next_ready()
             if conn is None:
@@ -235,9 +238,13 @@ class Producer:
                 refused = self._put_chunk(conn, part, commands, bulk)
             if refused:
                 todo.append(refused)
-            queued = [(i, bulk.handles[i]) for i in part if bulk.handles[i] is not None]
-            self._record_chunk(name, queued, ids, bodies, bulk, part, batch)
+            unrecorded += part
+            if len(unrecorded) >= RECORD_BATCH or not todo:
+                self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
+                unrecorded = []
             deadline = time.monotonic() + self.wait_s
+        if unrecorded:
+            self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
         handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i])
                    for i, h in enumerate(bulk.handles)]
         if bulk.unknown or bulk.not_put:
@@ -282,27 +289,28 @@ class Producer:
             conn.failed(greenstalk.UnknownResponseError(b"refused", []))
         return refused
 
-    def _record_chunk(self, name: str, queued: list[tuple[int, Any]],
-                      ids: list[str | int | None], bodies: list[bytes], bulk: _Bulk,
-                      part: list[int], batch: str | None) -> None:
+    def _record_chunk(self, name: str, ids: list[str | int | None], bodies: list[bytes],
+                      bulk: _Bulk, part: list[int], batch: str | None) -> None:
+        """Records of the jobs `part`: queued ones in one write, unknown ones each."""
         recorder = self.recorder
         if recorder is None:
             return
+        queued = [(i, h) for i in part if (h := bulk.handles[i]) is not None]
         keys = {i: record_key(sid) for i in part if (sid := ids[i]) is not None}
         rows = [(keys[i], h[0], h[1].name, bodies[i]) for i, h in queued if i in keys]
         many = getattr(recorder, "record_queued_many", None)
         if rows and many is not None:
             self._records.write(partial(many, name, rows, batch=batch))
         else:
-            for sid, job_id, server, body in rows:
-                self._records.write(partial(recorder.record_queued, sid, name, job_id, server,
-                                            batch=batch, body=body))
+            for sid, job_id, server_name, body in rows:
+                self._records.write(partial(recorder.record_queued, sid, name, job_id,
+                                            server_name, batch=batch, body=body))
         for i in part:
             lost, key = bulk.lost_at.get(i), keys.get(i)
             if lost is not None and key is not None:
-                server, sent_at, reason = lost
+                lost_on, sent_at, reason = lost
                 self._records.write(partial(
-                    recorder.record_submit_unknown, key, name, server.name,
+                    recorder.record_submit_unknown, key, name, lost_on.name,
                     reason, sent_at, batch=batch, body=bodies[i]))
 
     @property

@@ -29,6 +29,7 @@ from pathlib import Path
 import greenstalk
 import msgspec
 
+import bystroq.log
 from bystroq import Producer, Worker, WorkerOptions
 from bystroq.messages import CompletedJobMessage, SubmittedJobMessage, encode
 from bystroq.records import open_store
@@ -340,6 +341,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="", help="comma-separated parts of path names")
     args = parser.parse_args()
+    bystroq.log.configure(level="info")  # the CLI's default, for the in-process rows too
     chosen, figures = run(args.jobs, args.submit_jobs, args.rounds,
                           [o for o in args.only.split(",") if o],
                           log=lambda s: print(s, file=sys.stderr, flush=True))
