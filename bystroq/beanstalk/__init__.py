@@ -22,6 +22,7 @@ from bystroq.beanstalk.connection import (
 from bystroq.beanstalk.framing import Reply, expect, reserved_job
 from bystroq.beanstalk.pool import (
     connections,
+    delete_and_reserve_many,
     delete_many,
     delete_then_reserve,
     job_reserves_ttr_pri,
@@ -45,6 +46,7 @@ __all__ = [
     "ServerDown",
     "ServerHealth",
     "connections",
+    "delete_and_reserve_many",
     "delete_many",
     "delete_then_reserve",
     "exchange",

@@ -72,6 +72,17 @@ def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:
     return [job for job in map(framing.reserved_job, replies) if job is not None]
 
 
+def delete_and_reserve_many(conn: Connection, job_ids: Sequence[int],
+                            count: int) -> list[greenstalk.Job[bytes]]:
+    """Delete jobs and reserve up to `count` ready ones, in one round trip."""
+    replies = exchange(conn, [framing.delete(job_id) for job_id in job_ids]
+                       + [framing.reserve(0)] * count)
+    for reply in replies[:len(job_ids)]:
+        framing.expect(reply, b"DELETED")  # absent is fine; an error answer raises
+    return [job for job in map(framing.reserved_job, replies[len(job_ids):])
+            if job is not None]
+
+
 def delete_many(conn: Connection, job_ids: Sequence[int]) -> list[int]:
     """Delete jobs in one round trip; returns the ids the server no longer had."""
     replies = exchange(conn, [framing.delete(job_id) for job_id in job_ids])

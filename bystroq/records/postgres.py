@@ -69,6 +69,14 @@ class PostgresStore(Store):
             cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) "
                         "WITH ORDINALITY AS t(k, n) ORDER BY n", (list(keys),))
 
+    def _insert_many(self, cur: Any, head: str, rows: Sequence[tuple[Any, ...]],
+                     tail: str) -> None:
+        # psycopg pipelines executemany (one round trip); a long multi-row statement would
+        # cost more in its query parsing than it saves.
+        if rows:
+            mark = "(" + ", ".join("?" * len(rows[0])) + ")"
+            cur.executemany(self._sql(f"{head} {mark} {tail}"), rows)
+
     def _lock_schema(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
