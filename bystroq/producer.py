@@ -209,40 +209,74 @@ class Producer:
                      for start in range(0, len(jobs), chunk))
         deadline = time.monotonic() + self.wait_s
         unrecorded: list[int] = []  # jobs whose records are written together
-        while todo:
-            conn = self._next_ready()
-            if conn is None:
+        # Chunks written and not yet answered (at most two: the server works on the next
+        # while the answers to the last are read); each holds its connection's lock.
+        inflight: deque[_Inflight] = deque()
+
+        def settle_oldest() -> None:
+            nonlocal unrecorded, deadline
+            sent = inflight.popleft()
+            try:
+                refused = self._read_chunk(sent, bulk)
+            finally:
+                sent.conn.lock.release()
+            if refused:  # draining or out of memory: the rest goes to other servers
+                todo.append(refused)
+                if not any(other.conn is sent.conn for other in inflight):
+                    sent.conn.failed(greenstalk.UnknownResponseError(b"refused", []))
+            unrecorded += sent.part
+            if len(unrecorded) >= RECORD_BATCH:
+                self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
+                unrecorded = []
+            deadline = time.monotonic() + self.wait_s
+
+        try:
+            while todo or inflight:
+                if not todo or len(inflight) == 2:
+                    settle_oldest()
+                    continue
+                conn = self._next_ready()
+                if conn is None:
+                    if inflight:
+                        settle_oldest()
+                        continue
+                    try:
+                        wait_for_any(self._conns, deadline)
+                    except ServersUnavailable:
+                        bulk.not_put += [i for part in todo for i in part]
+                        break
+                    continue
+                part = todo.popleft()
+                conn.lock.acquire()
                 try:
-                    wait_for_any(self._conns, deadline)
-                except ServersUnavailable:
-                    bulk.not_put += [i for part in todo for i in part]
-                    break
-                continue
-            part = todo.popleft()
-            with conn.lock:
-                try:
-                    _drop_if_closed(conn)
+                    if not any(sent.conn is conn for sent in inflight):
+                        _drop_if_closed(conn)
                     _bound(conn, deadline - time.monotonic(), self.wait_s)
                     if longest > conn.max_job_size():
                         biggest = max(bodies, key=len)
-                        if not bulk.any_put:
+                        if not bulk.any_put and not inflight:
                             raise JobTooBig(_too_big(conn, biggest))
                         bulk.not_put += [i for p in (part, *todo) for i in p]
                         todo.clear()
-                        break  # a server with a smaller limit: the rest is reported
+                        conn.lock.release()
+                        continue  # a server with a smaller limit: the rest is reported
                     conn.use_tube(conf.submission)
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)
                     todo.appendleft(part)
+                    conn.lock.release()
                     continue
-                refused = self._put_chunk(conn, part, commands, bulk)
-            if refused:
-                todo.append(refused)
-            unrecorded += part
-            if len(unrecorded) >= RECORD_BATCH or not todo:
-                self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
-                unrecorded = []
-            deadline = time.monotonic() + self.wait_s
+                except BaseException:
+                    conn.lock.release()
+                    raise
+                sent = self._send_chunk(conn, part, commands, bulk)
+                if sent is None:
+                    conn.lock.release()
+                else:
+                    inflight.append(sent)
+        finally:
+            for sent in inflight:  # only after an unexpected error: give the locks back
+                sent.conn.lock.release()
         if unrecorded:
             self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
         handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i])
@@ -261,32 +295,41 @@ class Producer:
                     return conn
         return None
 
-    def _put_chunk(self, conn: Connection, part: list[int], commands: list[bytes],
-                   bulk: _Bulk) -> list[int]:
-        """Write a chunk's puts at once and read their answers; returns the jobs the server
-        refused (not put: they go to another server)."""
+    def _send_chunk(self, conn: Connection, part: list[int], commands: list[bytes],
+                    bulk: _Bulk) -> _Inflight | None:
+        """Write a chunk's puts at once (the caller holds the connection's lock); None if
+        the write failed (the chunk's outcome is then unknown)."""
         sent_at = time.time()
         try:
             conn.send([commands[i] for i in part])
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)  # some of the chunk may have reached the server
             bulk.lost(part, conn.server, sent_at, exc)
-            return []
-        refused: list[int] = []
-        for n, index in enumerate(part):
-            try:
-                reply = conn.read_reply()
-            except CONNECTION_ERRORS as exc:
+            return None
+        return _Inflight(conn, conn.generation, part, sent_at)
+
+    def _read_chunk(self, sent: _Inflight, bulk: _Bulk) -> list[int]:
+        """Read a written chunk's answers; returns the jobs the server refused (not put:
+        they go to another server). Those never answered are unknown."""
+        conn, part = sent.conn, sent.part
+        answered: list[bytes] = []
+        try:
+            if conn.generation != sent.generation:  # its connection failed since
+                raise ConnectionError("the connection was lost before the answers")
+            while len(answered) < len(part):  # in slices: a cut leaves the answered known
+                answered += conn.read_lines(min(64, len(part) - len(answered)))
+        except CONNECTION_ERRORS as exc:
+            if conn.generation == sent.generation:
                 conn.failed(exc)
-                bulk.lost(part[n:], conn.server, sent_at, exc)
-                return refused
-            if reply.status in (b"INSERTED", b"BURIED"):  # BURIED: in, but out of memory
-                bulk.handles[index] = (int(reply.values[0]), conn.server)
+            bulk.lost(part[len(answered):], conn.server, sent.sent_at, exc)
+        refused: list[int] = []
+        server, handles = conn.server, bulk.handles
+        for index, line in zip(part, answered, strict=False):
+            if line.startswith((b"INSERTED ", b"BURIED ")):  # BURIED: in, but out of memory
+                handles[index] = (int(line.split()[1]), server)
                 bulk.any_put = True
             else:
                 refused.append(index)
-        if refused:
-            conn.failed(greenstalk.UnknownResponseError(b"refused", []))
         return refused
 
     def _record_chunk(self, name: str, ids: list[str | int | None], bodies: list[bytes],
@@ -327,6 +370,16 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _Inflight:
+    """A chunk of puts written over `conn` (in its `generation`) and not yet answered."""
+
+    conn: Connection
+    generation: int
+    part: list[int]
+    sent_at: float
 
 
 class _Bulk:

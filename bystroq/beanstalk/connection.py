@@ -224,6 +224,21 @@ class Connection:
             raise ConnectionError("the connection was closed")
         return self._read()
 
+    def read_lines(self, count: int) -> list[bytes]:
+        """The next `count` replies, for commands whose replies never have a body (puts),
+        as their lines."""
+        if self._sock is None:
+            raise ConnectionError("the connection was closed")
+        out: list[bytes] = []
+        while True:
+            out += self._parser.lines(count - len(out))
+            if len(out) == count:
+                return out
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError(self._parser.cut_short())
+            self._parser.feed(data)
+
     def _read(self) -> Reply:
         assert self._sock is not None
         while True:

@@ -130,6 +130,27 @@ class ReplyParser:
             self._start = 0
         return Reply(status, values, body)
 
+    def lines(self, count: int) -> list[bytes]:
+        """Up to `count` whole reply lines, for replies that never have a body (a put's
+        answers), without building a Reply each."""
+        buffer, start = self._buffer, self._start
+        stop = start
+        found = 0
+        while found < count:
+            end = buffer.find(b"\r\n", stop)
+            if end < 0:
+                break
+            stop = end + 2
+            found += 1
+        if not found:
+            return []
+        out = bytes(buffer[start:stop - 2]).split(b"\r\n")
+        self._start = stop
+        if stop > 65536 and stop * 2 > len(buffer):
+            del buffer[:stop]
+            self._start = 0
+        return out
+
     def clear(self) -> None:
         self._buffer.clear()
         self._start = 0
