@@ -68,6 +68,7 @@ from bystroq.servers import (
     servers_of,
 )
 from bystroq.worker.control import ControlListener
+from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease, LeaseKeeper
 from bystroq.worker.listener import (
@@ -451,7 +452,7 @@ class Slot:
             return job
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete", self.worker.log)
+                self._job_command(pending, Disposition.DELETE, self.worker.log)
         (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
         return reserved_job(reply)
 
@@ -472,7 +473,7 @@ class Slot:
             return Outcome.COMPLETED
         log.error("event not stored: job released for later", error=reply[0].decode(),
                   delay_s=REPORT_RETRY_DELAY_S)
-        self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
+        self._job_command(job, Disposition.RELEASE, log, REPORT_RETRY_DELAY_S)
         self.worker.recount(Outcome.COMPLETED, Outcome.RELEASED)
         return Outcome.RELEASED
 
@@ -504,7 +505,7 @@ class Slot:
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete", self.worker.log)
+                self._job_command(pending, Disposition.DELETE, self.worker.log)
         return changed if changed is not Outcome.COMPLETED else None
 
     def _delete_missed(self, job: Reserved) -> None:
@@ -534,16 +535,19 @@ class Slot:
                                   "worker": worker.worker_id}
         lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
                       touched_at=job.asked_at)
-        # The cap comes before decoding: a body whose decoding kills the worker is capped too.
-        if attempt > worker.policy.reserve_cap:
-            return self._give_up(lease, attempt, fields)
+        capped = decide(attempt, worker.policy)  # before decoding (see bystroq.worker.decide)
+        if capped is not None:
+            return self._give_up(lease, attempt, fields, capped)
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
+            invalid = decide(attempt, worker.policy, decoded=False)
+            assert invalid is not None
             log = JobLog(worker.log, queueID=job.id, submissionID=None, attempt=attempt)
             log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                         invalid.disposition, log)
             return Outcome.INVALID
         log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
 
@@ -554,7 +558,8 @@ class Slot:
             reason = f"submit_msg_fn failed: {describe(exc)}"
             log.error("job failed", reason=reason)
             message = self._failed_message(data, job.id, exc)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                         Disposition.BURY, log)
             return Outcome.FAILED
         too_big = self._too_big(conn, started, "started")
         if too_big is not None:
@@ -579,8 +584,8 @@ class Slot:
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "delete",
-                         log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                         Disposition.DELETE, log)
             log.info("job cancelled", reason=str(exc))
             return Outcome.CANCELLED
         except (JobTimeout, HandlerDied) as exc:
@@ -593,21 +598,26 @@ class Slot:
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
-        if execution.completed is not None:
-            too_big = self._too_big(conn, execution.completed, "completed")
-            if too_big is not None:  # trying again would make the same result: no retry
-                return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
+        too_big = (None if execution.completed is None
+                   else self._too_big(conn, execution.completed, "completed"))
+        decision = decide(attempt, worker.policy, decoded=True, execution=execution,
+                          completed_fits=too_big is None)
+        assert decision is not None
+        if decision.verdict is Verdict.COMPLETED:
+            assert execution.completed is not None
             # The event goes with the next reserve, the delete with the command after it,
             # once the event is stored: two round trips a job instead of four.
             self._deferred = Deferred(lease, execution.completed, log)
             return Outcome.COMPLETED
-        return self._failed(lease, data, execution, error, fields, log, attempt)
+        if too_big is not None:  # trying again would make the same result: no retry
+            return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
+        return self._failed(lease, data, execution, error, fields, log, decision)
 
-    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any]) -> Outcome:
+    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any],
+                 decision: Decision) -> Outcome:
         """Past max_attempts: a failed event (gaveUp) and a bury, without decoding the body
         as a job (that may be what killed the workers before)."""
-        job, cap = lease.job, self.worker.policy.reserve_cap
-        reason = f"gave up after {attempt - 1} attempts (max_attempts {cap}); buried for inspection"
+        job, reason = lease.job, decision.reason or "gave up"
         submission_id = submission_id_of(job.body)
         log = self.worker.log.bind(queueID=job.id, submissionID=submission_id, attempt=attempt)
         log.error("poison job buried", reason=reason)
@@ -615,29 +625,28 @@ class Slot:
             InvalidJobMessage(queueID=job.id, reason=reason) if submission_id is None
             else FailedJobMessage(submissionID=submission_id, reason=reason, gaveUp=True)
         )
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                     decision.disposition, log)
         return Outcome.GAVE_UP
 
     def _failed(
         self, lease: Lease, data: Any, execution: Execution, error: BaseException | None,
-        fields: dict[str, Any], log: Any, attempt: int,
+        fields: dict[str, Any], log: Any, decision: Decision,
     ) -> Outcome:
         job = lease.job
-        reason = execution.error or "handler failed"
-        delay = self.worker.policy.retry_delay(
-            attempt, execution.error_names, execution.retry_delay_s, execution.retry_requested
-        )
+        reason = decision.reason or "handler failed"
         seq = execution.last_seq + 1
-        if delay is not None:
+        if decision.verdict is Verdict.RETRYING:
             message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
-                                         delay_s=delay)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "release",
-                         log, delay=delay)
-            log.warning("job will be retried", reason=reason, delay_s=delay)
+                                         delay_s=decision.delay_s)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                         decision.disposition, log, delay=decision.delay_s)
+            log.warning("job will be retried", reason=reason, delay_s=decision.delay_s)
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                     decision.disposition, log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
 
@@ -645,7 +654,8 @@ class Slot:
                       fields: dict[str, Any], seq: int, log: Any) -> Outcome:
         log.error("job failed", reason=str(exc))
         message = self._failed_message(data, lease.job.id, exc)
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                     Disposition.BURY, log)
         return Outcome.FAILED
 
     def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
@@ -712,7 +722,7 @@ class Slot:
             if put[0] != b"INSERTED":
                 log.error("event not stored: job released for later", error=put[0].decode(),
                           delay_s=REPORT_RETRY_DELAY_S)
-                self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
+                self._job_command(job, Disposition.RELEASE, log, REPORT_RETRY_DELAY_S)
                 return False
             return True
 
@@ -768,7 +778,7 @@ class Slot:
                 self._retract(conn, Reply(b"INSERTED", [b"%d" % event_id], None),
                               self.worker.log, "started")
 
-    def _report(self, lease: Lease, message: Any, action: str, log: Any,
+    def _report(self, lease: Lease, message: Any, action: Disposition, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
         body = encode(message)
@@ -778,41 +788,43 @@ class Slot:
         if too_big is not None:
             log.error("event too big for the server: a failed event says so instead",
                       reason=str(too_big))
-            message, action = _small_failed(message, lease.job.id, too_big), "bury"
+            message, action = _small_failed(message, lease.job.id, too_big), Disposition.BURY
             body = encode(message)
         if not self._put(lease, body, log):
             return False
         with lease.job.conn.lock:
             return self._job_command(lease.job, action, log, delay)
 
-    def _job_command(self, job: Reserved, action: str, log: Any, delay: int = 0) -> bool:
+    def _job_command(self, job: Reserved, action: Disposition, log: Any,
+                     delay: int = 0) -> bool:
         """delete, bury or release (keeping the job's priority) over the reserving connection."""
         conn, ref = job.conn, greenstalk.Job(job.id, b"")
         try:
             # Not checked against `job.held`: bury and release only work for the reserving
             # connection anyway, and a delete after the completed event was stored should
             # remove the job even if it went back to ready meanwhile.
-            if action == "delete":
-                conn.client.delete(ref)
-            elif action == "bury":
-                conn.client.bury(ref, priority=job.priority)
-            else:
-                conn.client.release(ref, priority=job.priority, delay=delay)
+            match action:
+                case Disposition.DELETE:
+                    conn.client.delete(ref)
+                case Disposition.BURY:
+                    conn.client.bury(ref, priority=job.priority)
+                case Disposition.RELEASE:
+                    conn.client.release(ref, priority=job.priority, delay=delay)
             return True
         except greenstalk.NotFoundError:
-            log.warning(f"{action} after the event: job no longer ours", queueID=job.id)
+            log.warning(f"{action.value} after the event: job no longer ours", queueID=job.id)
         except greenstalk.BeanstalkdError as exc:  # e.g. OUT_OF_MEMORY on a bury
-            log.error(f"{action} after the event refused by the server", queueID=job.id,
+            log.error(f"{action.value} after the event refused by the server", queueID=job.id,
                       error=type(exc).__name__)
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
-            log.warning(f"{action} after the event: connection lost", queueID=job.id,
+            log.warning(f"{action.value} after the event: connection lost", queueID=job.id,
                         error=str(exc))
         return False
 
     def _release(self, job: Reserved, log: Any, reason: str) -> Outcome:
         with job.conn.lock:
-            self._job_command(job, "release", log, 0)
+            self._job_command(job, Disposition.RELEASE, log, 0)
         log.info("job released for another worker", reason=reason)
         return Outcome.RELEASED
 
