@@ -19,6 +19,7 @@ class PostgresStore(Store):
     """Records in PostgreSQL (`postgresql://user@host:5432/db`)."""
 
     placeholder = "%s"
+    locks_records = True
 
     def __init__(self, url: str, read_only: bool = False) -> None:
         try:

@@ -124,6 +124,9 @@ class SQLStore:
     """Submission records in a SQL database (see the module docstring)."""
 
     placeholder = "?"
+    # Whether `_lock_records` takes locks (SQLite's transactions lock the whole database,
+    # so its lock keys are not even computed).
+    locks_records = False
     url: str
 
     def __init__(self, url: str, conn: Any, read_only: bool = False) -> None:
@@ -152,6 +155,10 @@ class SQLStore:
 
     def _lock_records(self, cur: Any, keys: Sequence[int]) -> None:
         """Lock records (by `lock_key`) until the transaction ends, in the order given."""
+
+    def _lock_ids(self, cur: Any, ids: Iterable[str]) -> None:
+        if self.locks_records:
+            self._lock_records(cur, sorted({lock_key(i) for i in ids}))
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -301,7 +308,7 @@ class SQLStore:
         if not ids:
             return {}
         if lock:
-            self._lock_records(cur, sorted({lock_key(i) for i in ids}))
+            self._lock_ids(cur, ids)
         records: dict[str, Record] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -343,7 +350,7 @@ class SQLStore:
             # orphan id, which the producer's record_queued locks too.
             named = {e.submission_id or model.orphan_id(e.server, e.queue_id or 0)
                      for e in events}
-            self._lock_records(cur, sorted({lock_key(i) for i in named}))
+            self._lock_ids(cur, named)
             fresh = self._drop_duplicates(cur, events)
             owners = [self._submission_of(cur, e) for e in fresh]
             # Owners found by queueID are locked now (rarely out of order: see Conflict).
