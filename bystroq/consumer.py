@@ -1,7 +1,8 @@
 """The events consumer: events tubes on every server → submission records.
 
 Each round reserves a batch of events per server (one pipelined round trip), applies them
-to the store in one transaction, and only then deletes them (one more round trip). A crash
+to the store in one transaction, and only then deletes them, in the same write as the
+reserves of the next batch while batches come full (one round trip a batch). A crash
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
@@ -25,12 +26,15 @@ from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
     ServerHealth,
+    delete_and_reserve_many,
     delete_many,
     reserve_many,
     servers_of,
 )
 
-BATCH = 200
+BATCH = 500
+# Batches taken from one server in one step before the next server's turn.
+BATCHES_PER_ROUND = 8
 IDLE_POLL_MAX_S = 0.1
 
 
@@ -82,9 +86,29 @@ class Consumer:
         return applied
 
     def _round(self, conn: Connection, category: str) -> int:
+        """Batches from one server while they come full (at most BATCHES_PER_ROUND, so
+        other servers are not kept waiting); the deletes of a stored batch go in the same
+        write as the reserves of the next."""
+        applied = 0
         jobs = reserve_many(conn, self.batch)
-        if not jobs:
-            return 0
+        for turn in range(BATCHES_PER_ROUND):
+            if not jobs:
+                break
+            stored = self._apply(conn, category, jobs)
+            if stored is None:
+                break  # the store is unavailable: the events were released
+            applied += len(stored)
+            if (len(jobs) < self.batch or turn == BATCHES_PER_ROUND - 1
+                    or self.store.available_in() > 0):
+                delete_many(conn, stored)  # only after the commit
+                break
+            jobs = delete_and_reserve_many(conn, stored, self.batch)
+        return applied
+
+    def _apply(self, conn: Connection, category: str,
+               jobs: list[greenstalk.Job[bytes]]) -> list[int] | None:
+        """Apply a batch of events in one transaction; the ids of the event jobs stored
+        (to be deleted), or None when the store was unavailable (all were released)."""
         events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]] = []
         for job in jobs:
             try:
@@ -100,12 +124,11 @@ class Consumer:
             self.stats.store_outages += 1
             for _, job in events:  # back to ready at once, for when the store returns
                 conn.client.release(job)
-            return 0
-        delete_many(conn, [job.id for _, job in stored])  # only after the commit
+            return None
         self.stats.applied += len(stored)
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
-        return len(stored)
+        return [job.id for _, job in stored]
 
     def _store(
         self, conn: Connection, events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],

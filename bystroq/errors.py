@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BystroqError(Exception):
     """Base class of every error bystroq raises on purpose."""
@@ -82,3 +84,14 @@ class StoreUnavailable(BystroqError):
 
 class SubmitOutcomeUnknown(BystroqError):
     """A put was sent but its answer never came: the job may or may not be on the server."""
+
+
+class SubmitIncomplete(BystroqError):
+    """A bulk submit stopped part-way: `submitted` (by index, None where not in) says which
+    jobs are in, `unknown` which were sent and never answered (never submit those again),
+    `not_put` which were not put (submitting those again is safe)."""
+
+    def __init__(self, message: str, submitted: list[Any], unknown: list[int],
+                 not_put: list[int]) -> None:
+        super().__init__(message)
+        self.submitted, self.unknown, self.not_put = submitted, unknown, not_put

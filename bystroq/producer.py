@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -15,7 +15,7 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
-from bystroq.errors import JobTooBig, SubmitOutcomeUnknown
+from bystroq.errors import JobTooBig, ServersUnavailable, SubmitIncomplete, SubmitOutcomeUnknown
 from bystroq.messages import encode, record_key
 from bystroq.servers import (
     CONNECTION_ERRORS,
@@ -32,6 +32,11 @@ from bystroq.servers import (
 
 DEFAULT_PRIORITY = 2**16
 DEFAULT_WAIT_S = 5.0
+# Puts written at once by submit_many: large enough that a round trip is shared by many
+# jobs, small enough that a cut connection leaves few outcomes unknown.
+SUBMIT_CHUNK = 256
+# Queued records submit_many writes in one transaction.
+RECORD_BATCH = 2048
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,186 @@ class Producer:
                         conn.failed(exc)  # the server refused it: nothing was put
             wait_for_any(self._conns, deadline)
 
+    def submit_many(
+        self,
+        category: str,
+        jobs: Sequence[msgspec.Struct | Mapping[str, Any] | bytes],
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        delay: int = 0,
+        ttr: int | None = None,
+        batch: str | None = None,
+        chunk: int = SUBMIT_CHUNK,
+    ) -> list[Submitted]:
+        """Put many jobs on `category`'s submission tube, `chunk` puts a write, the chunks
+        spread over the servers; returns a handle per job, in order.
+
+        Every body is encoded and checked against max-job-size before the first put
+        (JobTooBig: nothing was put). A server that fails before a chunk is written is
+        skipped, as in `submit`. When some jobs could not be put, or a connection was cut
+        after a chunk was written, SubmitIncomplete says which jobs are in, which are
+        unknown (sent, never answered: never put again) and which were not put.
+        """
+        conf = self.config.category(category)
+        name = self.config.category_name(category)
+        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
+        record = self.recorder is not None
+        ids = [_submission_id(job) if record or not isinstance(job, bytes) else None
+               for job in jobs]
+        commands = [put_command(body, priority, delay, ttr or conf.ttr) for body in bodies]
+        bulk = _Bulk(len(jobs))
+        longest = max(map(len, bodies), default=0)
+        todo = deque(list(range(start, min(len(jobs), start + chunk)))
+                     for start in range(0, len(jobs), chunk))
+        deadline = time.monotonic() + self.wait_s
+        unrecorded: list[int] = []  # jobs whose records are written together
+        # Chunks written and not yet answered (at most two: the server works on the next
+        # while the answers to the last are read); each holds its connection's lock.
+        inflight: deque[_Inflight] = deque()
+
+        def settle_oldest() -> None:
+            nonlocal unrecorded, deadline
+            sent = inflight.popleft()
+            try:
+                refused = self._read_chunk(sent, bulk)
+            finally:
+                sent.conn.lock.release()
+            if refused:  # draining or out of memory: the rest goes to other servers
+                todo.append(refused)
+                if not any(other.conn is sent.conn for other in inflight):
+                    sent.conn.failed(greenstalk.UnknownResponseError(b"refused", []))
+            unrecorded += sent.part
+            if len(unrecorded) >= RECORD_BATCH:
+                self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
+                unrecorded = []
+            deadline = time.monotonic() + self.wait_s
+
+        try:
+            while todo or inflight:
+                if not todo or len(inflight) == 2:
+                    settle_oldest()
+                    continue
+                conn = self._next_ready()
+                if conn is None:
+                    if inflight:
+                        settle_oldest()
+                        continue
+                    try:
+                        wait_for_any(self._conns, deadline)
+                    except ServersUnavailable:
+                        bulk.not_put += [i for part in todo for i in part]
+                        break
+                    continue
+                part = todo.popleft()
+                conn.lock.acquire()
+                try:
+                    if not any(sent.conn is conn for sent in inflight):
+                        _drop_if_closed(conn)
+                    _bound(conn, deadline - time.monotonic(), self.wait_s)
+                    if longest > conn.max_job_size():
+                        biggest = max(bodies, key=len)
+                        if not bulk.any_put and not inflight:
+                            raise JobTooBig(_too_big(conn, biggest))
+                        bulk.not_put += [i for p in (part, *todo) for i in p]
+                        todo.clear()
+                        conn.lock.release()
+                        continue  # a server with a smaller limit: the rest is reported
+                    conn.use_tube(conf.submission)
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+                    todo.appendleft(part)
+                    conn.lock.release()
+                    continue
+                except BaseException:
+                    conn.lock.release()
+                    raise
+                sent = self._send_chunk(conn, part, commands, bulk)
+                if sent is None:
+                    conn.lock.release()
+                else:
+                    inflight.append(sent)
+        finally:
+            for sent in inflight:  # only after an unexpected error: give the locks back
+                sent.conn.lock.release()
+        if unrecorded:
+            self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
+        handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i])
+                   for i, h in enumerate(bulk.handles)]
+        if bulk.unknown or bulk.not_put:
+            raise SubmitIncomplete(_incomplete_message(bulk, self.wait_s), handles,
+                                   sorted(bulk.unknown), sorted(bulk.not_put))
+        return [h for h in handles if h is not None]
+
+    def _next_ready(self) -> Connection | None:
+        with self._lock:
+            for _ in range(len(self._conns)):
+                conn = self._conns[self._next]
+                self._next = (self._next + 1) % len(self._conns)
+                if conn.ready():
+                    return conn
+        return None
+
+    def _send_chunk(self, conn: Connection, part: list[int], commands: list[bytes],
+                    bulk: _Bulk) -> _Inflight | None:
+        """Write a chunk's puts at once (the caller holds the connection's lock); None if
+        the write failed (the chunk's outcome is then unknown)."""
+        sent_at = time.time()
+        try:
+            conn.send([commands[i] for i in part])
+        except CONNECTION_ERRORS as exc:
+            conn.failed(exc)  # some of the chunk may have reached the server
+            bulk.lost(part, conn.server, sent_at, exc)
+            return None
+        return _Inflight(conn, conn.generation, part, sent_at)
+
+    def _read_chunk(self, sent: _Inflight, bulk: _Bulk) -> list[int]:
+        """Read a written chunk's answers; returns the jobs the server refused (not put:
+        they go to another server). Those never answered are unknown."""
+        conn, part = sent.conn, sent.part
+        answered: list[bytes] = []
+        try:
+            if conn.generation != sent.generation:  # its connection failed since
+                raise ConnectionError("the connection was lost before the answers")
+            while len(answered) < len(part):  # in slices: a cut leaves the answered known
+                answered += conn.read_lines(min(64, len(part) - len(answered)))
+        except CONNECTION_ERRORS as exc:
+            if conn.generation == sent.generation:
+                conn.failed(exc)
+            bulk.lost(part[len(answered):], conn.server, sent.sent_at, exc)
+        refused: list[int] = []
+        server, handles = conn.server, bulk.handles
+        for index, line in zip(part, answered, strict=False):
+            if line.startswith((b"INSERTED ", b"BURIED ")):  # BURIED: in, but out of memory
+                handles[index] = (int(line.split()[1]), server)
+                bulk.any_put = True
+            else:
+                refused.append(index)
+        return refused
+
+    def _record_chunk(self, name: str, ids: list[str | int | None], bodies: list[bytes],
+                      bulk: _Bulk, part: list[int], batch: str | None) -> None:
+        """Records of the jobs `part`: queued ones in one write, unknown ones each."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        queued = [(i, h) for i in part if (h := bulk.handles[i]) is not None]
+        keys = {i: record_key(sid) for i in part if (sid := ids[i]) is not None}
+        rows = [(keys[i], h[0], h[1].name, bodies[i]) for i, h in queued if i in keys]
+        many = getattr(recorder, "record_queued_many", None)
+        if rows and many is not None:
+            self._records.write(partial(many, name, rows, batch=batch))
+        else:
+            for sid, job_id, server_name, body in rows:
+                self._records.write(partial(recorder.record_queued, sid, name, job_id,
+                                            server_name, batch=batch, body=body))
+        for i in part:
+            lost, key = bulk.lost_at.get(i), keys.get(i)
+            if lost is not None and key is not None:
+                lost_on, sent_at, reason = lost
+                self._records.write(partial(
+                    recorder.record_submit_unknown, key, name, lost_on.name,
+                    reason, sent_at, batch=batch, body=bodies[i]))
+
     @property
     def servers(self) -> list[Server]:
         return [conn.server for conn in self._conns]
@@ -185,6 +370,48 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _Inflight:
+    """A chunk of puts written over `conn` (in its `generation`) and not yet answered."""
+
+    conn: Connection
+    generation: int
+    part: list[int]
+    sent_at: float
+
+
+class _Bulk:
+    """Where each job of a bulk submit stands."""
+
+    def __init__(self, count: int) -> None:
+        self.handles: list[tuple[int, Server] | None] = [None] * count
+        self.unknown: list[int] = []
+        self.not_put: list[int] = []
+        self.lost_at: dict[int, tuple[Server, float, str]] = {}
+        self.any_put = False
+
+    def lost(self, indices: list[int], server: Server, sent_at: float,
+             error: BaseException) -> None:
+        reason = (f"{server} did not answer a bulk put within the wait "
+                  f"({str(error) or type(error).__name__}); it may still run: do not submit "
+                  f"it again")
+        self.unknown += indices
+        for index in indices:
+            self.lost_at[index] = (server, sent_at, reason)
+
+
+def _incomplete_message(bulk: _Bulk, wait_s: float) -> str:
+    done = sum(h is not None for h in bulk.handles)
+    parts = [f"{done} of {len(bulk.handles)} jobs were submitted"]
+    if bulk.unknown:
+        parts.append(f"{len(bulk.unknown)} were sent and never answered (outcome unknown: do "
+                     f"not submit them again; their records say unknown)")
+    if bulk.not_put:
+        parts.append(f"{len(bulk.not_put)} were not put (no server took them within "
+                     f"{wait_s:g} s; submitting those again is safe)")
+    return "; ".join(parts)
 
 
 class _NoAnswer(Exception):
@@ -254,12 +481,7 @@ def _drop_if_closed(conn: Connection) -> None:
     """Close a connection the server closed since its last command (it restarted or went
     away), so the put goes over a fresh one: a put sent on a dead connection would get
     no answer, and its outcome would look unknown when it is known (not put)."""
-    client = conn._client
-    if client is None:
-        return
-    poller = select.poll()
-    poller.register(client._sock, select.POLLIN)
-    if poller.poll(0):  # readable while no reply is owed: end of stream, reset or stray bytes
+    if conn.closed_by_server():
         conn.close()
 
 

@@ -30,140 +30,50 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlparse
 
-import greenstalk
-import msgspec
-
 import bystroq
 import bystroq.log
-from bystroq import Producer, Worker, WorkerOptions
-from bystroq.examples.echo import EchoJob
-from bystroq.messages import CompletedJobMessage, SubmittedJobMessage, encode
-from bystroq.testing import Beanstalkd, config_for
 
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 
-import bench_peers  # noqa: E402  (a sibling script, importable once scripts/ is on the path)
+import bench_core  # noqa: E402  (sibling scripts, importable once scripts/ is on the path)
+import bench_peers  # noqa: E402
 
 Result = dict[str, float]
 BASE = "bystroq-inline-1"
 BARE = "bare"
 
 
-# -- part 1: in this process, bystroq against the bare loop ----------------------------------
+# -- part 1: bystroq's paths against bare loops, interleaved (scripts/bench_core.py) ------
 
 
-def bare_submit(address: tuple[str, int], tube: str, n: int) -> float:
-    """Seconds for n puts of an echo job body from a plain greenstalk client."""
-    with greenstalk.Client(address, encoding=None, use=tube) as client:
-        start = time.perf_counter()
-        for i in range(n):
-            client.put(encode(EchoJob(submissionID=i)))
-        return time.perf_counter() - start
+def core_targets(figures: dict[str, bench_core.Figures]) -> list[Target]:
+    def ratio(name: str) -> float | None:
+        found = figures.get(name)
+        return found.ratio if found is not None and found.bare_s else None
 
-
-def bystroq_submit(server: Beanstalkd, prefix: str, n: int) -> float:
-    config = config_for([server.address], prefix=prefix)
-    with Producer(config) as producer:
-        producer.submit("echo", EchoJob(submissionID=-1))  # connect outside the timing
-        start = time.perf_counter()
-        for i in range(n):
-            producer.submit("echo", EchoJob(submissionID=i))
-        return time.perf_counter() - start
-
-
-def bare_work(address: tuple[str, int], tube: str, events: str, n: int) -> float:
-    """Seconds for a plain loop: reserve, put started, put completed, delete."""
-    decoder = msgspec.json.Decoder(EchoJob)
-    with greenstalk.Client(address, encoding=None, watch=tube, use=events) as client:
-        start = time.perf_counter()
-        for _ in range(n):
-            job = client.reserve(5)
-            data = decoder.decode(job.body)
-            client.put(encode(SubmittedJobMessage(submissionID=data.submissionID)))
-            client.put(encode(CompletedJobMessage(submissionID=data.submissionID)))
-            client.delete(job)
-        return time.perf_counter() - start
-
-
-def bystroq_work(server: Beanstalkd, prefix: str, n: int) -> float:
-    """Seconds from Worker.run() to the n-th job's completed event (its `at`). The worker's
-    shutdown after that is left out: it waits for its control listener's 1 s reserve, which
-    would round every run up to a whole second."""
-    config = config_for([server.address], prefix=prefix)
-    with Worker(config, "echo", options=WorkerOptions(max_jobs=n)) as worker:
-        start = time.time()
-        worker.run()
-    assert worker.counts[bystroq.Outcome.COMPLETED] == n, worker.counts
-    events = bench_peers.drain_events(server.host, server.port, prefix + "echo_events")
-    return float(max(e["at"] for e in events if e.get("event") == "completed")) - start
-
-
-def fill(address: tuple[str, int], tube: str, n: int) -> None:
-    with greenstalk.Client(address, encoding=None, use=tube) as client:
-        for i in range(n):
-            client.put(encode(EchoJob(submissionID=i)))
-
-
-def median_rate(runs: int, n: int, once: Callable[[], float]) -> tuple[float, list[float]]:
-    rates = [n / once() for _ in range(runs)]
-    return statistics.median(rates), rates
-
-
-def in_process(n: int, runs: int) -> dict[str, tuple[float, list[float]]]:
-    """Submit and worker rates of bystroq and of the bare loop, in this process."""
-    server = Beanstalkd().start()
-    address = (server.host, server.port)
-    try:
-        def fresh() -> str:
-            return f"b{uuid.uuid4().hex[:8]}-"
-
-        figures: dict[str, tuple[float, list[float]]] = {}
-        figures["submit: bare greenstalk put loop"] = median_rate(
-            runs, n, lambda: bare_submit(address, fresh() + "echo", n))
-        figures["submit: bystroq Producer.submit"] = median_rate(
-            runs, n, lambda: bystroq_submit(server, fresh(), n))
-
-        def bare_once() -> float:
-            prefix = fresh()
-            fill(address, prefix + "echo", n)
-            return bare_work(address, prefix + "echo", prefix + "echo_events", n)
-
-        def bystroq_once() -> float:
-            prefix = fresh()
-            fill(address, prefix + "echo", n)
-            return bystroq_work(server, prefix, n)
-
-        figures["worker: bare loop (reserve, put, put, delete)"] = median_rate(runs, n, bare_once)
-        figures["worker: bystroq inline, 1 process"] = median_rate(runs, n, bystroq_once)
-    finally:
-        server.kill()
-    return figures
-
-
-def in_process_report(figures: dict[str, tuple[float, list[float]]], n: int,
-                      runs: int) -> tuple[list[str], float, float]:
-    submit_ratio = (figures["submit: bystroq Producer.submit"][0]
-                    / figures["submit: bare greenstalk put loop"][0])
-    work_ratio = (figures["worker: bystroq inline, 1 process"][0]
-                  / figures["worker: bare loop (reserve, put, put, delete)"][0])
-    lines = [f"### bystroq against a bare greenstalk loop, in one process "
-             f"({n:,} no-op echo jobs, median of {runs})", "",
-             "| what | jobs/s (median) | runs |", "|---|---:|---|"]
-    for name, (median, rates) in figures.items():
-        lines.append(f"| {name} | {median:,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} |")
-    lines += ["", f"submit ratio bystroq/bare: {submit_ratio:.2f} (target >= 0.8)",
-              f"worker ratio bystroq/bare: {work_ratio:.2f} (target >= 0.7)"]
-    return lines, submit_ratio, work_ratio
+    return [
+        Target("worker `listen --burst` / bare sequential loop, same round",
+               ratio("worker, `listen --burst` (CLI)"), 2.5),
+        Target("`submit --file` with records / bare put loop, same round",
+               ratio("`submit --file`, records in SQLite (CLI)"), 1),
+        Target("`submit --file --no-records` / bare put loop, same round",
+               ratio("`submit --file --no-records` (CLI)"), 3),
+        Target("Producer.submit_many / bare put loop, same round",
+               ratio("Producer.submit_many, in process"), 4),
+        Target("`consume --burst` into SQLite / bare reserve+delete loop, same round",
+               ratio("`consume --burst` into SQLite (CLI)"), 2.5),
+        Target("`consume --burst` into PostgreSQL / bare reserve+delete loop, same round",
+               ratio("`consume --burst` into PostgreSQL (CLI)"), 1.5),
+    ]
 
 
 # -- part 2: the workloads, each run in a process of its own ---------------------------------
@@ -475,7 +385,7 @@ class Target:
         return f"| {self.what} | {sign} {self.goal:g}{self.unit} | {figure} | {verdict} |"
 
 
-def targets(plan: Plan, submit_ratio: float | None, work_ratio: float | None) -> list[Target]:
+def targets(plan: Plan) -> list[Target]:
     def med(key: str, system: str, figure: str) -> float | None:
         runs = plan.results.get(key, {}).get(system)
         value = medians(runs).get(figure) if runs else None
@@ -491,11 +401,9 @@ def targets(plan: Plan, submit_ratio: float | None, work_ratio: float | None) ->
         Target("(a) processing rate, bystroq / Celery solo", over("celery-solo"), 8),
         Target("(a) processing rate, bystroq / RQ SimpleWorker", over("rq"), 15),
         Target("(a) processing rate, bystroq / bare greenstalk loop", over(BARE), 0.7),
-        Target("processing rate, bystroq / bare loop, in one process", work_ratio, 0.7),
         Target("(a) enqueue rate, bystroq / bare greenstalk put loop",
                over(BARE, figure="enqueue_rate"), 0.8),
-        Target("enqueue rate, bystroq / bare put loop, in one process", submit_ratio, 0.8),
-        Target("(c) latency p99 at 200 jobs/s", med("c", BASE, "p99_ms"), 10, True, " ms"),
+        Target("(c) latency p99 at 200 jobs/s", med("c", BASE, "p99_ms"), 2, True, " ms"),
         Target("(d) memory growth between the two checkpoints",
                None if growth is None else growth / 1024, 5, True, " MiB"),
     ]
@@ -593,6 +501,8 @@ def main() -> None:
                         "e.g. 10000,100000 (the default)")
     parser.add_argument("--no-peers", action="store_true", help="bare loop and bystroq only")
     parser.add_argument("--no-in-process", action="store_true", help="skip part 1")
+    parser.add_argument("--submit-jobs", type=int, help="jobs a submit path puts in part 1 "
+                        "(default 100,000; 5,000 with --quick)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13",
                         help="the peers' Redis; its database is flushed before and after")
     parser.add_argument("--out", type=Path, help="where JSON and chart go "
@@ -624,21 +534,24 @@ def main() -> None:
                 workloads=[w for w in workloads(args.quick, n, systems, memory_systems, points)
                            if w.key in args.workloads.split(",") and w.systems])
 
-    core: dict[str, tuple[float, list[float]]] = {}
+    core: dict[str, bench_core.Figures] = {}
+    chosen: list[bench_core.Pair] = []
     try:
         if not args.no_in_process:
-            print("part 1: in-process submit and worker rates", file=sys.stderr, flush=True)
-            core = in_process(n, runs)
+            print("part 1: bystroq paths against bare loops, interleaved rounds",
+                  file=sys.stderr, flush=True)
+            chosen, core = bench_core.run(
+                n, args.submit_jobs or (5_000 if args.quick else 100_000),
+                max(runs, 1 if args.quick else 5),
+                log=lambda line: print(line, file=sys.stderr, flush=True))
         run_plan(plan, args.redis_url)
     except KeyboardInterrupt:
         print("interrupted: everything started was stopped", file=sys.stderr)
         sys.exit(130)
 
-    core_lines: list[str] = []
-    submit_ratio = work_ratio = None
-    if core:
-        core_lines, submit_ratio, work_ratio = in_process_report(core, n, runs)
-    goals = targets(plan, submit_ratio, work_ratio)
+    core_lines = bench_core.report(chosen, core, len(next(iter(core.values())).bare_s)
+                                   ) if core else []
+    goals = core_targets(core) + targets(plan)
     text = report(plan, core_lines, goals, info, notes)
     print("\n" + text)
 
@@ -647,8 +560,8 @@ def main() -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     raw = {
         **info, "jobs": n, "runs": runs,
-        "in_process": {k: {"median": v[0], "runs": v[1]} for k, v in core.items()},
-        "submit_ratio": submit_ratio, "worker_ratio": work_ratio,
+        "core": {k: {"ratio": v.ratio, "ratios": v.ratios, "bare_s": v.bare_s,
+                     "bystroq_s": v.bystroq_s} for k, v in core.items()},
         "workloads": {w.key: {"title": w.title, "args": w.args,
                               "systems": {s: {"median": medians(r), "runs": r}
                                           for s, r in plan.results.get(w.key, {}).items()}}

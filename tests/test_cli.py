@@ -118,7 +118,8 @@ def test_real_listen_subprocess(config_file: Path, config: LoadedConfig, tubes: 
         subprocess.run([*submit, json.dumps({"submissionID": i})], env=env, check=True,
                        capture_output=True)
     done = subprocess.run(
-        [sys.executable, "-m", "bystroq", "--json-logs", "listen", "--tube", "echo", "--burst"],
+        [sys.executable, "-m", "bystroq", "--json-logs", "--log-level", "debug", "listen",
+         "--tube", "echo", "--burst"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -124,7 +124,7 @@ def test_global_options_work_after_the_command(records_cli: Invoke, tmp_path: Pa
 def test_json_logs_after_the_command(records_cli: Invoke) -> None:
     assert records_cli("submit", "--tube", "echo", "--json", '{"submissionID": 5}')[0] == 0
     code, _, err = records_cli("listen", "--tube", "echo", "--burst", "--json-logs",
-                               "--log-level", "info")
+                               "--log-level", "debug")  # a line a job is at debug
     assert code == 0
     logs = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(entry["event"] == "job completed" and entry["submissionID"] == 5

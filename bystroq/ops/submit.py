@@ -1,5 +1,5 @@
 """Submitting jobs from outside a program: every job checked against its category's Struct
-before the first is put, then put one by one, each recorded as `queued`."""
+before the first is put, then put pipelined (Producer.submit_many), recorded as `queued`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from bystroq.config import DEFAULT_PRIORITY, LoadedConfig
-from bystroq.errors import BystroqError, DecodeError, ListenerError
+from bystroq.errors import BystroqError, DecodeError, ListenerError, SubmitIncomplete
 from bystroq.listener import load_listener
 from bystroq.messages import JobDecoder, json_value
 from bystroq.producer import Producer, SubmitRecorder, Submitted
@@ -56,14 +56,22 @@ def submit_jobs(
     recorder: SubmitRecorder | None, *, priority: int = DEFAULT_PRIORITY, delay: int = 0,
     ttr: int | None = None,
 ) -> Iterator[tuple[Submitted, str | int | None]]:
-    """Put checked jobs in order; each handle as it is put. An error says how many were
-    submitted before it."""
+    """Put checked jobs, in order: one with `submit`, many pipelined with `submit_many`;
+    each handle with its submissionID. A bulk submit cut part-way yields the jobs that
+    are in, then raises a BystroqError saying which are unknown and which were not put."""
     with Producer(config, recorder=recorder) as producer:
-        for done, (body, submission_id) in enumerate(jobs):
-            try:
-                handle = producer.submit(category, body, priority=priority, delay=delay,
-                                         ttr=ttr)
-            except BystroqError as exc:
-                raise BystroqError(
-                    f"{exc} (after {done} of {len(jobs)} jobs were submitted)") from None
+        if len(jobs) == 1:
+            body, submission_id = jobs[0]
+            yield producer.submit(category, body, priority=priority, delay=delay,
+                                  ttr=ttr), submission_id
+            return
+        try:
+            handles = producer.submit_many(category, [body for body, _ in jobs],
+                                           priority=priority, delay=delay, ttr=ttr)
+        except SubmitIncomplete as exc:
+            for handle, (_, submission_id) in zip(exc.submitted, jobs, strict=True):
+                if handle is not None:
+                    yield handle, submission_id
+            raise BystroqError(str(exc)) from None
+        for handle, (_, submission_id) in zip(handles, jobs, strict=True):
             yield handle, submission_id

@@ -70,6 +70,11 @@ class Backend(Protocol):
     """What one kind of database supplies (bystroq.records.sqlite, .postgres)."""
 
     placeholder: str  # how a query marks a parameter: "?" or "%s"
+    # Whether lock_records takes locks (SQLite's transactions lock the whole database, so
+    # its lock keys are not even computed), and whether one INSERT of many rows beats a
+    # statement a row (SQLite; psycopg pipelines executemany instead).
+    locks_records: bool
+    multi_row_insert: bool
 
     def connect(self) -> Connection:
         """A new connection (after the last one was lost); StoreUnavailable if none."""

@@ -24,6 +24,8 @@ class PostgresBackend:
     """How the store talks to PostgreSQL: psycopg 3, transaction-scoped advisory locks."""
 
     placeholder = "%s"
+    locks_records = True
+    multi_row_insert = False
 
     def __init__(self, url: str) -> None:
         try:

@@ -27,17 +27,21 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
+_JSON_INDEXES = tuple(i for i, c in enumerate(RECORD_COLUMNS) if c in _JSON_COLUMNS)
+_BOOL_INDEXES = tuple(i for i, c in enumerate(RECORD_COLUMNS) if c in _BOOL_COLUMNS)
+
+
 def record_row(record: Record) -> tuple[Any, ...]:
-    values = []
-    for column in RECORD_COLUMNS:
-        value = getattr(record, column)
-        if column in _JSON_COLUMNS:
-            value = None if value is None else _ENCODE(value).decode()
-        elif column in _BOOL_COLUMNS:
-            value = int(value)
-        elif isinstance(value, str):
-            value = storable(value)
-        values.append(value)
+    """A record as the row's values, in RECORD_COLUMNS order."""
+    values = list(msgspec.structs.astuple(record))
+    for i in _JSON_INDEXES:
+        value = values[i]
+        values[i] = None if value is None else _ENCODE(value).decode()
+    for i in _BOOL_INDEXES:
+        values[i] = int(values[i])
+    for i, value in enumerate(values):
+        if value.__class__ is str and "\x00" in value:
+            values[i] = storable(value)
     return tuple(values)
 
 

@@ -51,7 +51,7 @@ class SQLStore(Database):
         if not ids:
             return {}
         if lock:
-            self.backend.lock_records(cur, sorted({lock_key(i) for i in ids}))
+            self._lock_ids(cur, ids)
         records: dict[str, Record] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -60,17 +60,34 @@ class SQLStore(Database):
                 records[record.submission_id] = record
         return records
 
+    def _lock_ids(self, cur: Cursor, ids: Iterable[str]) -> None:
+        if self.backend.locks_records:
+            self.backend.lock_records(cur, sorted({lock_key(i) for i in ids}))
+
     def _save(self, cur: Cursor, records: Sequence[Record]) -> None:
-        if not records:
-            return
         columns = ", ".join(RECORD_COLUMNS)
-        marks = ", ".join("?" * len(RECORD_COLUMNS))
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_COLUMNS[1:])
-        cur.executemany(
-            self._sql(f"INSERT INTO bystroq_records ({columns}) VALUES ({marks}) "
-                      f"ON CONFLICT (submission_id) DO UPDATE SET {updates}"),
-            [record_row(r) for r in records],
-        )
+        self._insert_many(cur, f"INSERT INTO bystroq_records ({columns}) VALUES",
+                          [record_row(r) for r in records],
+                          f"ON CONFLICT (submission_id) DO UPDATE SET {updates}")
+
+    def _insert_many(self, cur: Cursor, head: str, rows: Sequence[tuple[Any, ...]],
+                     tail: str) -> None:
+        """INSERT many rows: one statement for many (a few, for very many) where the
+        backend runs that faster, else one statement executed for each row."""
+        if not rows:
+            return
+        width = len(rows[0])
+        mark = "(" + ", ".join("?" * width) + ")"
+        if not self.backend.multi_row_insert:
+            cur.executemany(self._sql(f"{head} {mark} {tail}"), rows)
+            return
+        step = max(1, min(1000, 30_000 // width))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            values = ", ".join([mark] * len(chunk))
+            cur.execute(self._sql(f"{head} {values} {tail}"),
+                        [value for row in chunk for value in row])
 
     # -- applying events ---------------------------------------------------------------
 
@@ -83,7 +100,7 @@ class SQLStore(Database):
             # orphan id, which the producer's record_queued locks too.
             named = {e.submission_id or model.orphan_id(e.server, e.queue_id or 0)
                      for e in events}
-            self.backend.lock_records(cur, sorted({lock_key(i) for i in named}))
+            self._lock_ids(cur, named)
             fresh = self._drop_duplicates(cur, events)
             owners = [self._submission_of(cur, e) for e in fresh]
             # Owners found by queueID are locked now (rarely out of order: see Conflict).
@@ -102,11 +119,10 @@ class SQLStore(Database):
                     changed[submission_id] = record
                 log.append(event_row(event, submission_id, applied))
             self._save(cur, list(changed.values()))
-            cur.executemany(self._sql(
-                "INSERT INTO bystroq_events (key, submission_id, category, server, queue_id,"
-                " attempt, seq, event, worker, at, applied, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"),
-                log)
+            self._insert_many(
+                cur, "INSERT INTO bystroq_events (key, submission_id, category, server, "
+                "queue_id, attempt, seq, event, worker, at, applied, body) VALUES",
+                log, "ON CONFLICT (key) DO NOTHING")
             return sum(row[10] for row in log)
 
     def _drop_duplicates(
@@ -170,6 +186,41 @@ class SQLStore(Database):
                               "WHERE submission_id = ?", (submission_id, orphan))
             self._save(cur, [record])
             return record
+
+    @retry_conflicts
+    def record_queued_many(
+        self, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
+        batch: str | None = None, at: float | None = None,
+    ) -> int:
+        """Jobs put together, as (submission_id, queue_id, server, body): `record_queued`
+        for each, in one transaction that locks every record it touches first."""
+        at = at or time.time()
+        with self.transaction() as cur:
+            orphans = {(server, queue_id): model.orphan_id(server, queue_id)
+                       for _, queue_id, server, _ in queued}
+            loaded = self._load_ids(cur, [q[0] for q in queued] + list(orphans.values()))
+            changed: dict[str, Record] = {}
+            for submission_id, queue_id, server, body in queued:
+                record = changed.get(submission_id) or loaded.get(submission_id)
+                if record is None:
+                    record = Record(submission_id=submission_id, category=category)
+                model.queued(record, queue_id, server, at)
+                record.batch = batch or record.batch
+                if body is not None:
+                    record.body = body.decode()
+                orphan = orphans[server, queue_id]
+                orphaned = loaded.get(orphan)
+                if orphaned is not None and record.attempts == 0:
+                    record.state, record.reason = orphaned.state, orphaned.reason
+                    record.attempts, record.attempt_done = orphaned.attempts, True
+                    record.finished_at = orphaned.finished_at
+                    self._execute(cur, "DELETE FROM bystroq_records WHERE submission_id = ?",
+                                  (orphan,))
+                    self._execute(cur, "UPDATE bystroq_events SET submission_id = ? "
+                                  "WHERE submission_id = ?", (submission_id, orphan))
+                changed[submission_id] = record
+            self._save(cur, list(changed.values()))
+            return len(changed)
 
     @retry_conflicts
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:

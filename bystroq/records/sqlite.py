@@ -27,6 +27,8 @@ class SQLiteBackend:
     """How the store talks to SQLite: a file opened in WAL mode, one writer at a time."""
 
     placeholder = "?"
+    locks_records = False
+    multi_row_insert = True
 
     def __init__(self, url: str, path: str, read_only: bool = False) -> None:
         self.url = url

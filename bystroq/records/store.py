@@ -55,6 +55,10 @@ class SubmitWriter(Protocol):
                       batch: str | None = None, at: float | None = None,
                       body: bytes | None = None) -> Record: ...
 
+    def record_queued_many(self, category: str,
+                           queued: Sequence[tuple[str, int, str, bytes | None]],
+                           batch: str | None = None, at: float | None = None) -> int: ...
+
     def record_submit_failed(self, submission_id: str, category: str, reason: str,
                              ) -> Record: ...
 

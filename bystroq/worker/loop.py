@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import os
 import re
@@ -74,6 +75,7 @@ from bystroq.servers import (
     servers_of,
 )
 from bystroq.worker.control import ControlListener
+from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease, LeaseKeeper
 from bystroq.worker.policy import RetryPolicy, exception_names
@@ -81,6 +83,8 @@ from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
 
 # How long a failed report waits before the job is offered again.
 REPORT_RETRY_DELAY_S = 5
+# How often a running worker logs its rate and outcomes at info (one line a job is debug).
+SUMMARY_INTERVAL_S = 10.0
 MULTI_SERVER_POLL_MAX_S = 0.1
 
 
@@ -203,6 +207,7 @@ class Worker:
                                   self.health).start()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
+        summary = _Summary(self.log, self.counts)
         threads = [
             threading.Thread(target=self._slot_loop, args=(self._slot(i),),
                              name=f"bystroq-slot-{i}", daemon=True)
@@ -218,12 +223,14 @@ class Worker:
                 deadline = self._drain_deadline
                 if deadline is not None and time.monotonic() > deadline:
                     self.keeper.halt_all(ShuttingDown("drain timeout passed"))
+                with self._lock:
+                    summary.tick()
         finally:
             restore()
             control.close()
             self.close()
         done = {k.value: v for k, v in self.counts.items() if v}
-        self.log.info("worker stopped", **done)
+        self.log.info("worker stopped", **done, **summary.overall())
         return 1 if self._crashed else 0
 
     def cancel(self, server: Server, queue_id: int, reason: BaseException) -> bool:
@@ -451,7 +458,7 @@ class Slot:
             return job
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete", self.worker.log)
+                self._job_command(pending, Disposition.DELETE, self.worker.log)
         (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
         return reserved_job(reply)
 
@@ -467,12 +474,12 @@ class Slot:
             return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
-            log.info("job completed",
+            log.debug("job completed",
                      duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
         log.error("event not stored: job released for later", error=reply[0].decode(),
                   delay_s=REPORT_RETRY_DELAY_S)
-        self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
+        self._job_command(job, Disposition.RELEASE, log, REPORT_RETRY_DELAY_S)
         self.worker.recount(Outcome.COMPLETED, Outcome.RELEASED)
         return Outcome.RELEASED
 
@@ -504,7 +511,7 @@ class Slot:
         pending, self._pending_delete = self._pending_delete, None
         if pending is not None:
             with pending.conn.lock:
-                self._job_command(pending, "delete", self.worker.log)
+                self._job_command(pending, Disposition.DELETE, self.worker.log)
         return changed if changed is not Outcome.COMPLETED else None
 
     def _delete_missed(self, job: Reserved) -> None:
@@ -534,18 +541,21 @@ class Slot:
                                   "worker": worker.worker_id}
         lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
                       touched_at=job.asked_at)
-        # The cap comes before decoding: a body whose decoding kills the worker is capped too.
-        if attempt > worker.policy.reserve_cap:
-            return self._give_up(lease, attempt, fields)
+        capped = decide(attempt, worker.policy)  # before decoding (see bystroq.worker.decide)
+        if capped is not None:
+            return self._give_up(lease, attempt, fields, capped)
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
-            log = worker.log.bind(queueID=job.id, submissionID=None, attempt=attempt)
+            invalid = decide(attempt, worker.policy, decoded=False)
+            assert invalid is not None
+            log = JobLog(worker.log, queueID=job.id, submissionID=None, attempt=attempt)
             log.warning("invalid job buried", reason=str(exc), server=job.server.name)
             message = self._failed_message(None, job.id, exc)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                         invalid.disposition, log)
             return Outcome.INVALID
-        log = worker.log.bind(queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -554,7 +564,8 @@ class Slot:
             reason = f"submit_msg_fn failed: {describe(exc)}"
             log.error("job failed", reason=reason)
             message = self._failed_message(data, job.id, exc)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                         Disposition.BURY, log)
             return Outcome.FAILED
         too_big = self._too_big(conn, started, "started")
         if too_big is not None:
@@ -579,8 +590,8 @@ class Slot:
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "delete",
-                         log)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                         Disposition.DELETE, log)
             log.info("job cancelled", reason=str(exc))
             return Outcome.CANCELLED
         except (JobTimeout, HandlerDied) as exc:
@@ -593,21 +604,26 @@ class Slot:
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
-        if execution.completed is not None:
-            too_big = self._too_big(conn, execution.completed, "completed")
-            if too_big is not None:  # trying again would make the same result: no retry
-                return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
+        too_big = (None if execution.completed is None
+                   else self._too_big(conn, execution.completed, "completed"))
+        decision = decide(attempt, worker.policy, decoded=True, execution=execution,
+                          completed_fits=too_big is None)
+        assert decision is not None
+        if decision.verdict is Verdict.COMPLETED:
+            assert execution.completed is not None
             # The event goes with the next reserve, the delete with the command after it,
             # once the event is stored: two round trips a job instead of four.
             self._deferred = Deferred(lease, execution.completed, log)
             return Outcome.COMPLETED
-        return self._failed(lease, data, execution, error, fields, log, attempt)
+        if too_big is not None:  # trying again would make the same result: no retry
+            return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
+        return self._failed(lease, data, execution, error, fields, log, decision)
 
-    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any]) -> Outcome:
+    def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any],
+                 decision: Decision) -> Outcome:
         """Past max_attempts: a failed event (gaveUp) and a bury, without decoding the body
         as a job (that may be what killed the workers before)."""
-        job, cap = lease.job, self.worker.policy.reserve_cap
-        reason = f"gave up after {attempt - 1} attempts (max_attempts {cap}); buried for inspection"
+        job, reason = lease.job, decision.reason or "gave up"
         submission_id = submission_id_of(job.body)
         log = self.worker.log.bind(queueID=job.id, submissionID=submission_id, attempt=attempt)
         log.error("poison job buried", reason=reason)
@@ -615,29 +631,28 @@ class Slot:
             InvalidJobMessage(queueID=job.id, reason=reason) if submission_id is None
             else FailedJobMessage(submissionID=submission_id, reason=reason, gaveUp=True)
         )
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=0), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
+                     decision.disposition, log)
         return Outcome.GAVE_UP
 
     def _failed(
         self, lease: Lease, data: Any, execution: Execution, error: BaseException | None,
-        fields: dict[str, Any], log: Any, attempt: int,
+        fields: dict[str, Any], log: Any, decision: Decision,
     ) -> Outcome:
         job = lease.job
-        reason = execution.error or "handler failed"
-        delay = self.worker.policy.retry_delay(
-            attempt, execution.error_names, execution.retry_delay_s, execution.retry_requested
-        )
+        reason = decision.reason or "handler failed"
         seq = execution.last_seq + 1
-        if delay is not None:
+        if decision.verdict is Verdict.RETRYING:
             message = RetryingJobMessage(submissionID=data.submissionID, reason=reason,
-                                         delay_s=delay)
-            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "release",
-                         log, delay=delay)
-            log.warning("job will be retried", reason=reason, delay_s=delay)
+                                         delay_s=decision.delay_s)
+            self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                         decision.disposition, log, delay=decision.delay_s)
+            log.warning("job will be retried", reason=reason, delay_s=decision.delay_s)
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                     decision.disposition, log)
         log.error("job failed", reason=reason)
         return Outcome.FAILED
 
@@ -645,7 +660,8 @@ class Slot:
                       fields: dict[str, Any], seq: int, log: Any) -> Outcome:
         log.error("job failed", reason=str(exc))
         message = self._failed_message(data, lease.job.id, exc)
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq), "bury", log)
+        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+                     Disposition.BURY, log)
         return Outcome.FAILED
 
     def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
@@ -712,7 +728,7 @@ class Slot:
             if put[0] != b"INSERTED":
                 log.error("event not stored: job released for later", error=put[0].decode(),
                           delay_s=REPORT_RETRY_DELAY_S)
-                self._job_command(job, "release", log, REPORT_RETRY_DELAY_S)
+                self._job_command(job, Disposition.RELEASE, log, REPORT_RETRY_DELAY_S)
                 return False
             return True
 
@@ -724,26 +740,26 @@ class Slot:
             if not lease.confirm():
                 log.warning("lease lost before the started event: nothing reported")
                 return False
+            held: list[bool] = []
             sent_at = time.monotonic()
+
+            def on_touch(reply: Reply) -> None:
+                held.append(lease.touched(reply.status, sent_at))  # if not, the handler stops
+
+            def on_put(reply: Reply) -> None:
+                if reply.status != b"INSERTED":
+                    log.error("started event not stored", error=reply.status.decode())
+                elif held == [False]:  # deleted with the slot's next command
+                    self._strays.append((conn, int(reply.values[0])))
+
             try:
-                conn.client._sock.sendall(lease.touch_command() + put_command(body))
+                conn.queue(lease.touch_command(), on_touch)
+                conn.queue(put_command(body), on_put)
+                conn.flush()
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
                 return False
-            held: list[bool] = []
-
-            def on_touch(status: bytes, values: list[bytes]) -> None:
-                held.append(lease.touched(status, sent_at))  # if not, the handler stops
-
-            def on_put(status: bytes, values: list[bytes]) -> None:
-                if status != b"INSERTED":
-                    log.error("started event not stored", error=status.decode())
-                elif held == [False]:  # deleted with the slot's next command
-                    self._strays.append((conn, int(values[0])))
-
-            conn.owe(on_touch)
-            conn.owe(on_put)
         return True
 
     def _retract(self, conn: Connection, put: Reply, log: Any, what: str) -> None:
@@ -765,10 +781,10 @@ class Slot:
         while self._strays:
             conn, event_id = self._strays.pop()
             with conn.lock:
-                self._retract(conn, (b"INSERTED", [b"%d" % event_id], None),
+                self._retract(conn, Reply(b"INSERTED", [b"%d" % event_id], None),
                               self.worker.log, "started")
 
-    def _report(self, lease: Lease, message: Any, action: str, log: Any,
+    def _report(self, lease: Lease, message: Any, action: Disposition, log: Any,
                 delay: int = 0) -> bool:
         """Put the event, then delete/bury/release the job; never delete without the event."""
         body = encode(message, self.worker.wire)
@@ -778,41 +794,43 @@ class Slot:
         if too_big is not None:
             log.error("event too big for the server: a failed event says so instead",
                       reason=str(too_big))
-            message, action = _small_failed(message, lease.job.id, too_big), "bury"
+            message, action = _small_failed(message, lease.job.id, too_big), Disposition.BURY
             body = encode(message, self.worker.wire)
         if not self._put(lease, body, log):
             return False
         with lease.job.conn.lock:
             return self._job_command(lease.job, action, log, delay)
 
-    def _job_command(self, job: Reserved, action: str, log: Any, delay: int = 0) -> bool:
+    def _job_command(self, job: Reserved, action: Disposition, log: Any,
+                     delay: int = 0) -> bool:
         """delete, bury or release (keeping the job's priority) over the reserving connection."""
         conn, ref = job.conn, greenstalk.Job(job.id, b"")
         try:
             # Not checked against `job.held`: bury and release only work for the reserving
             # connection anyway, and a delete after the completed event was stored should
             # remove the job even if it went back to ready meanwhile.
-            if action == "delete":
-                conn.client.delete(ref)
-            elif action == "bury":
-                conn.client.bury(ref, priority=job.priority)
-            else:
-                conn.client.release(ref, priority=job.priority, delay=delay)
+            match action:
+                case Disposition.DELETE:
+                    conn.client.delete(ref)
+                case Disposition.BURY:
+                    conn.client.bury(ref, priority=job.priority)
+                case Disposition.RELEASE:
+                    conn.client.release(ref, priority=job.priority, delay=delay)
             return True
         except greenstalk.NotFoundError:
-            log.warning(f"{action} after the event: job no longer ours", queueID=job.id)
+            log.warning(f"{action.value} after the event: job no longer ours", queueID=job.id)
         except greenstalk.BeanstalkdError as exc:  # e.g. OUT_OF_MEMORY on a bury
-            log.error(f"{action} after the event refused by the server", queueID=job.id,
+            log.error(f"{action.value} after the event refused by the server", queueID=job.id,
                       error=type(exc).__name__)
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
-            log.warning(f"{action} after the event: connection lost", queueID=job.id,
+            log.warning(f"{action.value} after the event: connection lost", queueID=job.id,
                         error=str(exc))
         return False
 
     def _release(self, job: Reserved, log: Any, reason: str) -> Outcome:
         with job.conn.lock:
-            self._job_command(job, "release", log, 0)
+            self._job_command(job, Disposition.RELEASE, log, 0)
         log.info("job released for another worker", reason=reason)
         return Outcome.RELEASED
 
@@ -853,6 +871,68 @@ class Slot:
         for conn in self.conns:
             with conn.lock:
                 conn.close()
+
+
+class JobLog:
+    """A job's logger whose context is bound only when a line is logged: one job's fields
+    cost nothing when the level filters its lines out."""
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: Any, **fields: Any) -> None:
+        self._base, self._fields, self._bound = base, fields, None
+
+    def bind(self, **fields: Any) -> Any:
+        return self._logger().bind(**fields)
+
+    def _logger(self) -> Any:
+        if self._bound is None:
+            self._bound = self._base.bind(**self._fields)
+        return self._bound
+
+    def debug(self, event: str, **fields: Any) -> None:
+        enabled = getattr(self._base, "is_enabled_for", None)
+        if enabled is None or enabled(logging.DEBUG):
+            self._logger().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._logger().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._logger().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._logger().error(event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._logger().exception(event, **fields)
+
+
+class _Summary:
+    """The worker's info line every SUMMARY_INTERVAL_S: jobs a second and outcomes since
+    the last one (failures are logged one by one as they happen)."""
+
+    def __init__(self, log: Any, counts: Counter[Outcome]) -> None:
+        self.log, self.counts = log, counts
+        self.started = self.at = time.monotonic()
+        self.last: Counter[Outcome] = Counter()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.at < SUMMARY_INTERVAL_S:
+            return
+        since = Counter(self.counts)
+        since.subtract(self.last)
+        jobs = sum(v for k, v in since.items() if k is not Outcome.NONE)
+        if jobs:
+            self.log.info("jobs done", jobs=jobs, per_s=round(jobs / (now - self.at), 1),
+                          **{k.value: v for k, v in since.items() if v and k is not Outcome.NONE})
+        self.last, self.at = Counter(self.counts), now
+
+    def overall(self) -> dict[str, float]:
+        jobs = sum(v for k, v in self.counts.items() if k is not Outcome.NONE)
+        elapsed = time.monotonic() - self.started
+        return {"per_s": round(jobs / elapsed, 1)} if jobs and elapsed > 0 else {}
 
 
 def _small_failed(message: Any, queue_id: int, reason: BaseException) -> Any:

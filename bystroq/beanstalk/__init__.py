@@ -1,0 +1,65 @@
+"""Talking to beanstalkd: greenstalk (public API) for single and admin commands; `framing`
+(sans-IO pipelined commands and replies), `connection` (socket, outbox, deadlines, backoff,
+health) and `pool` (one connection per server, pipelined helpers) for the hot paths."""
+
+from bystroq.beanstalk import framing
+from bystroq.beanstalk.connection import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    IO_TIMEOUT_S,
+    Backoff,
+    Connection,
+    Reserved,
+    Server,
+    ServerDown,
+    ServerHealth,
+    exchange,
+    peer_of,
+    read_reply,
+    send,
+    servers_of,
+)
+from bystroq.beanstalk.framing import Reply, expect, reserved_job
+from bystroq.beanstalk.pool import (
+    connections,
+    delete_and_reserve_many,
+    delete_many,
+    delete_then_reserve,
+    job_reserves_ttr_pri,
+    next_job_id,
+    peek_many,
+    reserve_many,
+    wait_for_any,
+)
+
+put_command = framing.put
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "CONNECT_TIMEOUT_S",
+    "IO_TIMEOUT_S",
+    "Backoff",
+    "Connection",
+    "Reply",
+    "Reserved",
+    "Server",
+    "ServerDown",
+    "ServerHealth",
+    "connections",
+    "delete_and_reserve_many",
+    "delete_many",
+    "delete_then_reserve",
+    "exchange",
+    "expect",
+    "job_reserves_ttr_pri",
+    "next_job_id",
+    "peek_many",
+    "peer_of",
+    "put_command",
+    "read_reply",
+    "reserve_many",
+    "reserved_job",
+    "send",
+    "servers_of",
+    "wait_for_any",
+]

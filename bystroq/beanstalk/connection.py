@@ -1,0 +1,409 @@
+"""A connection to one beanstalkd server: its socket, its pipelined commands, its backoff.
+
+A reserved job belongs to the connection that reserved it: delete, touch, release and
+bury must go over that connection, so a `Reserved` job carries its `Connection`.
+
+A server is named by the address its connection actually reached (`127.0.0.1:11300`,
+`[::1]:11300`), not by how a config spells it: `localhost:11300` and `127.0.0.1:11300` are
+one server, so records written by a producer match events read by a consumer. The name
+stays the same across a server restart on the same address (beanstalkd's own `id` does
+not, while a binlog keeps its jobs and their ids). Every process must therefore reach a
+server at the same IP: on the server's own machine, configure its network address rather
+than 127.0.0.1 if processes elsewhere use that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import greenstalk
+import structlog
+
+from bystroq.beanstalk.framing import Reply, ReplyParser
+
+CONNECT_TIMEOUT_S = 5.0
+# Socket timeout beyond a command's own wait: a server that stops answering is a dead one.
+IO_TIMEOUT_S = 30.0
+
+# What a broken or refused connection raises; greenstalk signals EOF as ConnectionError.
+CONNECTION_ERRORS = (OSError, greenstalk.UnknownResponseError)
+
+
+@dataclass(frozen=True, order=True)
+class Server:
+    """One beanstalkd server's address."""
+
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def peer_of(sock: socket.socket) -> Server:
+    """The server a connected socket reached, by its IP address in canonical form (an
+    IPv4-mapped IPv6 address as IPv4), so that every spelling of one server has one name."""
+    host, port = sock.getpeername()[:2]
+    try:
+        ip = ipaddress.ip_address(host)  # a link-local address keeps its %scope
+    except ValueError:  # not an IP socket (e.g. a test's socket pair): keep what it says
+        return Server(str(host), int(port))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return Server(str(ip), int(port))
+
+
+def servers_of(addresses: Iterable[tuple[str, int]]) -> list[Server]:
+    """Server objects for (host, port) pairs."""
+    return [Server(host, port) for host, port in addresses]
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class ServerHealth:
+    """Which servers are down, shared by a process's connections: a change of state is
+    logged once per server, not once per connection or per retry."""
+
+    def __init__(self) -> None:
+        self._down: dict[Server, float] = {}
+        self._lock = threading.Lock()
+        self.log = structlog.get_logger("bystroq.servers")
+
+    def down(self, server: Server, exc: BaseException) -> None:
+        with self._lock:
+            if server in self._down:
+                return
+            self._down[server] = time.monotonic()
+        self.log.warning("server unreachable", server=server.name,
+                         error=str(exc) or type(exc).__name__)
+
+    def up(self, server: Server) -> None:
+        with self._lock:
+            since = self._down.pop(server, None)
+        if since is not None:
+            self.log.info("server reconnected", server=server.name,
+                          down_s=round(time.monotonic() - since, 3))
+
+
+class ServerDown(ConnectionError):
+    """The server is in its backoff window after a failure; try again later."""
+
+
+OnReply = Callable[[Reply], None]
+
+
+@dataclass
+class Connection:
+    """One client connection to one server, with the tube it uses and the tubes it watches.
+
+    Connects lazily; after a failure, refuses to reconnect until its backoff delay has
+    passed (raising ServerDown), and logs the change of state once, not once per retry.
+    `address` is the server as configured (what is connected to); `server`, the server's
+    identity (see the module docstring), is known from the first connection on.
+
+    Commands go two ways over the one socket: single commands through greenstalk's public
+    API (`client`), and pipelined ones through an outbox (`queue`, `flush`) whose replies
+    are parsed here, each handed to its command's callback. Before greenstalk is used, every
+    reply still owed is read, so each command meets its own reply. The socket blocks, with
+    kernel time-outs as deadlines (no poll before every call).
+    """
+
+    address: Server
+    use: str = "default"
+    watch: Sequence[str] = ()
+    io_timeout_s: float = IO_TIMEOUT_S
+    backoff: Backoff = field(default_factory=Backoff)
+    health: ServerHealth = field(default_factory=ServerHealth)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _sock: socket.socket | None = None
+    _greenstalk: greenstalk.Client[bytes] | None = None
+    _parser: ReplyParser = field(default_factory=ReplyParser)
+    _outbox: list[bytes] = field(default_factory=list)
+    _owed: list[OnReply | None] = field(default_factory=list)
+    _using: str = "default"
+    _retry_at: float = 0.0
+    _down_since: float | None = None
+    _max_job_size: int | None = None
+    _limit_s: float | None = None
+    # Counts connections made: a job reserved under an older generation is no longer held
+    # (the server released it when that connection closed).
+    generation: int = 0
+    _identity: Server | None = None
+
+    @property
+    def server(self) -> Server:
+        """The server's name-giving identity: the address the last connection reached (the
+        configured address until one did)."""
+        return self._identity or self.address
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def client(self) -> greenstalk.Client[bytes]:
+        """greenstalk over this connection, connecting first if needed; commands queued are
+        sent and the replies still owed read first, so every command meets its own."""
+        if self._sock is None:
+            self._connect()
+        self.settle()
+        assert self._greenstalk is not None
+        return self._greenstalk
+
+    # -- the outbox --------------------------------------------------------------------
+
+    def queue(self, command: bytes, on_reply: OnReply | None = None) -> None:
+        """Add a command to the next write; `on_reply` gets its reply when it is read."""
+        self._outbox.append(command)
+        self._owed.append(on_reply)
+
+    def flush(self) -> None:
+        """Write every queued command in one `sendall` (connecting first if needed)."""
+        if not self._outbox:
+            return
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        self._sock.sendall(data)
+
+    def settle(self) -> None:
+        """Send what is queued and read every reply owed, handing each to its callback."""
+        self.flush()
+        while self._owed:
+            on_reply = self._owed.pop(0)
+            reply = self._read()
+            if on_reply is not None:
+                on_reply(reply)
+
+    def owe(self, on_reply: Callable[[bytes, list[bytes]], None]) -> None:
+        """A command was sent without reading its reply: `on_reply(status, values)` gets it
+        before the next command on this connection."""
+        self._owed.append(lambda reply: on_reply(reply.status, reply.values))
+
+    def send(self, commands: Sequence[bytes]) -> None:
+        """Write commands in one go, after what is queued; their replies are read with
+        `read_reply`, in order, once the replies owed before them are read."""
+        if self._sock is None:
+            self._connect()
+        self._outbox.extend(commands)
+        self.flush()
+        if self._owed:
+            self.settle()
+
+    def read_reply(self) -> Reply:
+        """The next reply on the connection; a cut-short reply raises ConnectionError."""
+        if self._sock is None:
+            raise ConnectionError("the connection was closed")
+        return self._read()
+
+    def read_lines(self, count: int) -> list[bytes]:
+        """The next `count` replies, for commands whose replies never have a body (puts),
+        as their lines."""
+        if self._sock is None:
+            raise ConnectionError("the connection was closed")
+        out: list[bytes] = []
+        while True:
+            out += self._parser.lines(count - len(out))
+            if len(out) == count:
+                return out
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError(self._parser.cut_short())
+            self._parser.feed(data)
+
+    def _read(self) -> Reply:
+        assert self._sock is not None
+        while True:
+            reply = self._parser.next()
+            if reply is not None:
+                return reply
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError(self._parser.cut_short())
+            self._parser.feed(data)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return self._down_since is None
+
+    def ready(self) -> bool:
+        """False while this connection waits out a backoff delay after a failure."""
+        return self._sock is not None or time.monotonic() >= self._retry_at
+
+    @property
+    def retry_at(self) -> float:
+        """When a connection that failed may be tried again (monotonic clock)."""
+        return self._retry_at
+
+    def _connect(self) -> None:
+        if time.monotonic() < self._retry_at:
+            raise ServerDown(f"{self.address} is down; retrying in backoff")
+        try:
+            sock = socket.create_connection(
+                (self.address.host, self.address.port),
+                timeout=min(CONNECT_TIMEOUT_S, self._limit_s or CONNECT_TIMEOUT_S),
+            )
+        except OSError as exc:
+            self.failed(exc)
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        try:
+            _deadlines(sock, min(self.io_timeout_s, self._limit_s or self.io_timeout_s))
+            identity = peer_of(sock)
+            watch = list(self.watch) or "default"
+            self._greenstalk = greenstalk.Client(sock, encoding=None, use=self.use,
+                                                 watch=watch)
+        except CONNECTION_ERRORS as exc:
+            sock.close()
+            self.failed(exc)
+            raise
+        self._sock = sock
+        self._parser.clear()
+        self._using = self.use
+        self._identity = identity
+        self.generation += 1
+        self.health.up(self.address)
+        self._down_since = None
+        self.backoff.reset()
+
+    def limit(self, seconds: float | None) -> None:
+        """Bound how long the next connect or command may wait (None: the defaults), so a
+        caller's deadline holds even against a server that stopped answering."""
+        self._limit_s = None if seconds is None else max(0.05, seconds)
+        if self._sock is not None:
+            _deadlines(self._sock, min(self.io_timeout_s, self._limit_s or self.io_timeout_s))
+
+    def failed(self, exc: BaseException) -> None:
+        """Drop the connection after an I/O error and start (or extend) the backoff."""
+        self.close()
+        self._retry_at = time.monotonic() + self.backoff.next_delay()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self.health.down(self.address, exc)
+
+    def use_tube(self, tube: str) -> greenstalk.Client[bytes]:
+        """The client, using `tube` for puts (one `use` command only when it changes)."""
+        client = self.client
+        if self._using != tube:
+            client.use(tube)
+            self._using = tube
+        return client
+
+    def max_job_size(self) -> int:
+        """The server's max-job-size, asked once per connection."""
+        if self._max_job_size is None:
+            self._max_job_size = int(self.client.stats()["max-job-size"])
+        return self._max_job_size
+
+    def closed_by_server(self) -> bool:
+        """Whether the server closed this connection since its last command (it restarted
+        or went away): readable while no reply is owed means end of stream or a reset."""
+        sock = self._sock
+        if sock is None or self._owed:
+            return False
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return True  # end of stream (b"") or bytes nobody asked for: either way, start anew
+
+    def interrupt(self) -> None:
+        """Wake a command blocked on this connection from another thread (it then fails)."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        client, self._greenstalk = self._greenstalk, None
+        sock, self._sock = self._sock, None
+        self._max_job_size = None
+        self._owed = []
+        self._outbox = []
+        self._parser.clear()
+        if client is not None:
+            with contextlib.suppress(OSError):
+                client.close()  # closes the socket too
+        elif sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _deadlines(sock: socket.socket, seconds: float) -> None:
+    """A blocking socket whose reads and writes give up after `seconds` (the kernel's
+    SO_RCVTIMEO/SO_SNDTIMEO: no poll before each call, as a Python socket time-out makes)."""
+    sock.settimeout(None)
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+@dataclass
+class Reserved:
+    """A job reserved over `conn`: every later command for it must use `conn`, and only
+    while `conn` is still the connection (`generation`) that reserved it."""
+
+    id: int
+    body: bytes
+    conn: Connection
+    generation: int = 0
+    priority: int = 2**16
+
+    @property
+    def held(self) -> bool:
+        """False once the reserving connection was closed (the server released the job)."""
+        return self.conn.generation == self.generation and self.conn.connected
+
+    @property
+    def server(self) -> Server:
+        return self.conn.server
+
+
+def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:
+    """Send commands in one write and read their replies in order: one round trip."""
+    conn.send(commands)
+    return [conn.read_reply() for _ in commands]
+
+
+def send(conn: Connection, commands: Sequence[bytes]) -> None:
+    """Write commands in one go; read each reply with `read_reply`, in order."""
+    conn.send(commands)
+
+
+def read_reply(conn: Connection) -> Reply:
+    """The next reply on the connection; a cut-short reply raises ConnectionError."""
+    return conn.read_reply()

@@ -1,0 +1,97 @@
+"""Producer.submit_many: puts pipelined in chunks over the servers, records written in
+batches, and after a cut connection an account of which jobs are in and which are unknown."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import greenstalk
+import pytest
+
+from bystroq import Producer
+from bystroq.errors import JobTooBig, SubmitIncomplete
+from bystroq.examples.echo import EchoJob
+from bystroq.records import Store
+from bystroq.testing import Beanstalkd, config_for
+from tests.conftest import Tubes
+
+
+def total_puts(server: Beanstalkd, tube: str) -> int:
+    try:
+        return int(Tubes(server.address).client().stats_tube(tube)["total-jobs"])
+    except greenstalk.NotFoundError:
+        return 0
+
+
+@pytest.fixture
+def two_servers() -> Iterator[list[Beanstalkd]]:
+    servers = [Beanstalkd().start(), Beanstalkd().start()]
+    yield servers
+    for server in servers:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.kill()
+
+
+def test_jobs_are_put_in_order_over_every_server_and_recorded(
+    two_servers: list[Beanstalkd], prefix: str, store: Store
+) -> None:
+    config = config_for([s.address for s in two_servers], prefix=prefix)
+    tube = config.category("echo").submission
+    jobs = [EchoJob(submissionID=f"s{i}") for i in range(100)]
+    with Producer(config, recorder=store) as producer:
+        handles = producer.submit_many("echo", jobs, chunk=16)
+    assert [h.submission_id for h in handles] == [j.submissionID for j in jobs]
+    assert {h.server.name for h in handles} == {s.address for s in two_servers}
+    assert [total_puts(s, tube) for s in two_servers] == [52, 48]  # chunks in turn
+    record = store.get("s42")
+    assert record is not None and record.state == "queued"
+    assert (record.queue_id, record.server) == (handles[42].job_id, handles[42].server.name)
+    assert store.count_by_state()["queued"] == 100
+
+
+def test_a_body_over_max_job_size_puts_nothing(server: Beanstalkd, prefix: str) -> None:
+    config = config_for([server.address], prefix=prefix)
+    with Producer(config) as producer, pytest.raises(JobTooBig):
+        big = EchoJob(submissionID=2, message="x" * (server.max_job_size + 1))
+        producer.submit_many("echo", [EchoJob(submissionID=1), big])
+    assert total_puts(server, config.category("echo").submission) == 0
+
+
+def test_a_server_down_before_the_write_is_skipped(
+    two_servers: list[Beanstalkd], prefix: str
+) -> None:
+    down, up = two_servers
+    config = config_for([down.address, up.address], prefix=prefix)
+    down.kill()
+    with Producer(config, wait_s=1) as producer:
+        handles = producer.submit_many("echo", [EchoJob(submissionID=i) for i in range(40)],
+                                       chunk=8)
+    assert len(handles) == 40 and {h.server.name for h in handles} == {up.address}
+
+
+@pytest.mark.timeout(60)
+def test_puts_never_answered_are_unknown_and_never_put_again(
+    two_servers: list[Beanstalkd], prefix: str, store: Store
+) -> None:
+    paused, other = two_servers
+    config = config_for([paused.address, other.address], prefix=prefix)
+    tube = config.category("echo").submission
+    with Producer(config, wait_s=0.5, recorder=store) as producer:
+        producer.submit("echo", EchoJob(submissionID="warm"))  # connects to the first
+        producer.submit("echo", EchoJob(submissionID="warm2"))  # and to the other
+        assert paused.proc is not None
+        paused.proc.send_signal(signal.SIGSTOP)
+        with pytest.raises(SubmitIncomplete) as info:
+            producer.submit_many("echo", [EchoJob(submissionID=f"j{i}") for i in range(30)],
+                                 chunk=10)
+    error = info.value
+    assert error.unknown == list(range(10))  # the first chunk went to the paused server
+    assert error.not_put == []
+    assert [h is not None for h in error.submitted] == [False] * 10 + [True] * 20
+    assert total_puts(other, tube) == 1 + 20  # the unknown ten were not put again there
+    record = store.get("j3")
+    assert record is not None and record.state == "unknown"
+    assert "do not submit them again" in str(error)
+    paused.proc.send_signal(signal.SIGCONT)
