@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -177,8 +178,16 @@ class LoadedConfig:
         known = ", ".join(sorted(tubes)) or "(none)"
         raise UnknownCategory(
             f"{self.source}: no category or submission tube named {name!r} under "
-            f"beanstalkd.tubes; known categories: {known}"
+            f"beanstalkd.tubes{did_you_mean(name, self.tube_names())}; known categories: "
+            f"{known}"
         )
+
+    def tube_names(self) -> list[str]:
+        """Every configured name: categories, their submission and events tubes."""
+        names: list[str] = []
+        for key, conf in self.config.beanstalkd.tubes.items():
+            names += [key, conf.submission, conf.events]
+        return list(dict.fromkeys(names))
 
     def category_name(self, name: str) -> str:
         """The category key for a category or submission tube name."""
@@ -212,6 +221,12 @@ def parse_address(address: str) -> tuple[str, int]:
     if not match or not 0 < int(match["port"]) < 65536:
         raise ValueError(f"address {address!r} is not `host:port` (e.g. 127.0.0.1:11300)")
     return match["host"].strip("[]"), int(match["port"])
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `known`, or "" when none is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:

@@ -153,3 +153,23 @@ def test_inspecting_goes_on_past_a_server_that_is_down(
     assert code == 0 and f"{server.address}: deleted 0" in out
     code, out = run("stats")
     assert code == 0 and f"{down}  DOWN" in out
+
+
+@pytest.mark.parametrize("command", [
+    ("stats", "--tube", "echoo"), ("kick", "--tube", "echoo"), ("peek", "--tube", "echoo"),
+    ("buried", "--tube", "echoo"), ("events", "--tube", "echoo"),
+])
+def test_a_misspelt_tube_is_refused_with_a_suggestion(
+    run: object, command: tuple[str, ...]
+) -> None:
+    assert callable(run)
+    code, _, err = run(*command)
+    assert code == 2 and "no category or tube named 'echoo'" in err, err
+    assert "did you mean 'echo'?" in err
+
+
+def test_stats_fails_when_every_server_is_down(tmp_path: Path, prefix: str) -> None:
+    path = tmp_path / "down.yml"
+    path.write_text(config_text([f"127.0.0.1:{free_port()}"], prefix=prefix))
+    result = CliRunner().invoke(main, ["--config", str(path), "stats", "--json"])
+    assert result.exit_code == 1 and '"unreachable":[{' in result.stdout

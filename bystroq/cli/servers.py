@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -31,9 +32,16 @@ def stats(state: State, tubes: tuple[str, ...], as_json: bool) -> None:
                              delayed=r.delayed, buried=r.buried, watching=r.watching,
                              total=r.total) for r in rows if isinstance(r, TubeStats)],
         unreachable=[_error(r) for r in rows if isinstance(r, Unreachable)])
+    every_server_down = not view.tubes and bool(view.unreachable)
     if as_json:
         render.echo_json(view)
-        return
+    else:
+        _stats_table(view)
+    if every_server_down:
+        sys.exit(1)
+
+
+def _stats_table(view: StatsView) -> None:
     table: list[tuple[object, ...]] = [
         (t.server, t.tube, t.ready, t.reserved, t.delayed, t.buried, t.watching)
         for t in view.tubes]

@@ -11,7 +11,8 @@ from typing import TypeVar
 import greenstalk
 import msgspec
 
-from bystroq.config import LoadedConfig
+from bystroq.config import LoadedConfig, did_you_mean
+from bystroq.errors import UnknownCategory
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server, servers_of
 
 T = TypeVar("T")
@@ -40,18 +41,24 @@ class Unreachable:
 
 
 def tube_name(config: LoadedConfig, name: str, events: bool = False) -> str:
-    """A category name stands for its submission (or events) tube; other names pass."""
+    """A category name stands for its submission (or events) tube; a configured tube's
+    name is itself; any other name is an UnknownCategory error with a suggestion."""
     tubes = config.config.beanstalkd.tubes
     if name in tubes:
         return tubes[name].events if events else tubes[name].submission
-    return name
+    known = config.tube_names()
+    if name in known:
+        return name
+    raise UnknownCategory(
+        f"{config.source}: no category or tube named {name!r} under beanstalkd.tubes"
+        f"{did_you_mean(name, known)}; known: {', '.join(known) or '(none)'}")
 
 
 def tube_stats(
     config: LoadedConfig, tubes: Sequence[str] | None = None
 ) -> list[TubeStats | Unreachable]:
     """Counts per server for `tubes` (default: every configured submission and events tube)."""
-    names = list(tubes) if tubes else configured_tubes(config)
+    names = [tube_name(config, t) for t in tubes] if tubes else configured_tubes(config)
     rows: list[TubeStats | Unreachable] = []
     for server in servers_of(config.addresses):
         conn = Connection(server)
