@@ -129,3 +129,13 @@ def test_json_logs_after_the_command(records_cli: Invoke) -> None:
     logs = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(entry["event"] == "job completed" and entry["submissionID"] == 5
                for entry in logs)
+
+
+def test_list_says_when_more_rows_exist_and_times_say_their_zone(records_cli: Invoke) -> None:
+    for n in range(3):
+        assert records_cli("submit", "--tube", "echo", "--json",
+                           f'{{"submissionID": "m{n}"}}')[0] == 0
+    code, out, err = records_cli("list", "--limit", "2")
+    assert code == 0 and "more exist" in err and "UTC" in out
+    code, out, err = records_cli("list", "--limit", "3")
+    assert code == 0 and "more exist" not in err

@@ -76,7 +76,8 @@ def batch_create(state: State, tube: str, records_file: Path, shuffle: bool, see
         if as_json:
             render.echo_json(batch_view(created))
         else:
-            render.echo(f"{created.batch_id}: {created.total} jobs of {created.category}, "
+            render.echo(f"{created.batch_id}: {render.count(created.total, 'job')} of "
+                        f"{created.category}, "
                         f"concurrency {created.concurrency}, error policy "
                         f"{created.error_policy}")
         if wait:

@@ -52,14 +52,18 @@ def list_records(state: State, category: str | None, state_name: str | None,
         category = state.config().resolve(category).name
     with state.store(records_url, read_only=True) as store:
         views = [submission_view(record) for record in store.list(
-            category=category, state=state_name, batch=batch, limit=limit)]
+            category=category, state=state_name, batch=batch, limit=limit + 1)]
+    more, views = len(views) > limit, views[:limit]
     if as_json:
         render.echo_json(views)
         return
     render.table(
         ("submission", "category", "state", "attempts", "progress", "updated", "reason"),
         [(v.submission_id, v.category, v.state, v.attempts, v.progress, render.when(v.updated_at),
-          (v.reason or "")[:60]) for v in views], render.STATE_STYLES)
+          render.cut(v.reason, 60)) for v in views], render.STATE_STYLES)
+    if more:
+        render.echo(f"(the newest {render.count(limit, 'record')}; more exist: raise --limit "
+                    "or filter with --state, --tube, --batch)", err=True)
 
 
 @click.command(cls=BystroqCommand)

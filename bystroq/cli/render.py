@@ -78,10 +78,22 @@ STATE_STYLES = {"completed": "green", "failed": "red", "cancelled": "magenta",
 
 
 def when(at: float | None) -> str:
+    """A time, in UTC, saying so."""
     if at is None:
         return "-"
     return datetime.datetime.fromtimestamp(at, tz=datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S.%f")[:-3]
+        "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def cut(text: str | None, width: int) -> str:
+    """`text` on one line, at most `width` characters; a cut one ends with an ellipsis."""
+    line = " ".join((text or "").split())
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def count(n: int, noun: str) -> str:
+    """`1 job`, `2 jobs`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def duration(seconds_f: float | None) -> str:
