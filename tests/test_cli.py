@@ -173,3 +173,22 @@ def test_stats_fails_when_every_server_is_down(tmp_path: Path, prefix: str) -> N
     path.write_text(config_text([f"127.0.0.1:{free_port()}"], prefix=prefix))
     result = CliRunner().invoke(main, ["--config", str(path), "stats", "--json"])
     assert result.exit_code == 1 and '"unreachable":[{' in result.stdout
+
+
+def test_pause_resume_and_purge(run: object, config: LoadedConfig, tubes: Tubes) -> None:
+    assert callable(run)
+    tube = config.category("echo").submission
+    with tubes.client(use=tube) as client:
+        for n in range(3):
+            client.put(b'{"submissionID": %d}' % n)
+    code, out, _ = run("pause", "--tube", "echo", "--for", "60")
+    assert code == 0 and ": paused for 60 s" in out
+    with tubes.client() as client:
+        assert int(client.stats_tube(tube)["pause"]) == 60
+    code, _, _ = run("resume", "--tube", "echo")
+    with tubes.client() as client:
+        assert code == 0 and int(client.stats_tube(tube)["pause"]) == 0
+    code, _, _ = run("purge", "--tube", "echo")  # no --yes, no answer: nothing deleted
+    assert code == 1 and tubes.counts(tube)["ready"] == 3
+    code, out, _ = run("purge", "--tube", "echo", "--yes", "--json")
+    assert code == 0 and '"count":3' in out and tubes.counts(tube)["ready"] == 0

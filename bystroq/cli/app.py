@@ -21,6 +21,7 @@ def main() -> None:
 
 for command in (jobs.listen, jobs.submit, jobs.consume, records.status, records.list_records,
                 records.cancel, records.retry, servers.stats, servers.peek, servers.kick,
-                servers.buried, servers.events, batches.batch):
+                servers.buried, servers.pause, servers.resume, servers.purge,
+                servers.events, batches.batch):
     main.add_command(command)
 main.add_command(web.serve)

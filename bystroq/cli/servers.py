@@ -1,4 +1,5 @@
-"""Commands on the servers' tubes: stats, peek, kick, buried, events."""
+"""Commands on the servers' tubes: stats, peek, kick, buried, pause, resume, purge,
+events."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from bystroq.cli import render
 from bystroq.cli.context import BystroqCommand, State, json_option, pass_state
-from bystroq.ops import servers
+from bystroq.ops import servers, tubes
 from bystroq.ops.servers import Peeked, TubeStats, Unreachable, tube_name
 from bystroq.records.views import (
     CountView,
@@ -94,6 +95,46 @@ def kick(state: State, tube: str, bound: int, as_json: bool) -> None:
     """Move buried (else delayed) jobs back to ready, on each server."""
     config = state.config()
     _per_server(servers.kick(config, tube_name(config, tube), bound), "kicked", as_json)
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True, help="Category (or tube) to pause.")
+@click.option("--for", "seconds", type=click.IntRange(min=1, max=2**32 - 1), required=True,
+              help="Seconds no job of the tube is given out (beanstalkd's pause-tube).")
+@json_option
+@pass_state
+def pause(state: State, tube: str, seconds: int, as_json: bool) -> None:
+    """Pause a tube on each server: workers get none of its jobs until it ends."""
+    config = state.config()
+    _per_server(tubes.pause(config, tube_name(config, tube), seconds),
+                f"paused for {seconds} s (1) or no such tube yet (0):", as_json)
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True, help="Category (or tube) to resume.")
+@json_option
+@pass_state
+def resume(state: State, tube: str, as_json: bool) -> None:
+    """End a tube's pause on each server."""
+    config = state.config()
+    _per_server(tubes.pause(config, tube_name(config, tube), 0),
+                "resumed (1) or no such tube yet (0):", as_json)
+
+
+@click.command(cls=BystroqCommand)
+@click.option("--tube", required=True, help="Category (or tube) to empty.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_state
+def purge(state: State, tube: str, yes: bool, as_json: bool) -> None:
+    """Delete every ready, delayed and buried job of a tube on each server (running jobs
+    finish as they are). Asks first unless --yes."""
+    config = state.config()
+    name = tube_name(config, tube)
+    if not yes and not click.confirm(f"delete every waiting and buried job of tube {name!r} "
+                                     "on every server?", err=True):
+        raise click.Abort()
+    _per_server(tubes.purge(config, name), "deleted", as_json)
 
 
 def _per_server(counts: dict[str, int | Unreachable], done: str, as_json: bool) -> None:
