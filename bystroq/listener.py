@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -94,7 +97,7 @@ def load_listener(module_name: str) -> Listener:
             f"{module_name}.job_data_type must be a msgspec Struct subclassing "
             f"bystroq.BaseMessage, got {job_type!r}"
         )
-    return Listener(
+    listener = Listener(
         job_data_type=job_type,
         handler_fn=module.handler_fn,
         submit_msg_fn=module.submit_msg_fn,
@@ -102,6 +105,60 @@ def load_listener(module_name: str) -> Listener:
         failed_msg_fn=getattr(module, "failed_msg_fn", default_failed_msg_fn),
         module=module_name,
     )
+    check_signatures(listener, module_name)
+    return listener
+
+
+# The contract's functions and the arguments the worker calls them with.
+SIGNATURES = {
+    "handler_fn": ("publisher", "job"),
+    "submit_msg_fn": ("job",),
+    "completed_msg_fn": ("job", "result"),
+    "failed_msg_fn": ("job", "queue_id", "exception"),
+}
+
+
+def check_signatures(listener: Listener, where: str) -> None:
+    """ListenerError when a function cannot take the arguments the worker passes it (so a
+    wrong signature stops the worker at start, not every job)."""
+    for name, params in SIGNATURES.items():
+        fn = getattr(listener, name)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue  # not introspectable (a builtin): called as it is
+        try:
+            signature.bind(*params)
+        except TypeError as exc:
+            raise ListenerError(
+                f"{where}.{name}{signature} cannot be called as {name}({', '.join(params)}) "
+                f"({exc}); give it those parameters") from None
+
+
+def unknown_exception_names(names: list[str], module_name: str | None) -> list[str]:
+    """The names of a retry policy's `on` list that match no exception class the listener
+    module, its imports or the builtins can see (a misspelt name never matches)."""
+    visible: list[object] = list(vars(builtins).values())
+    if module_name is not None:
+        with contextlib.suppress(ImportError):
+            visible += list(vars(importlib.import_module(module_name)).values())
+    known: set[str] = set()
+    for obj in visible:
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            for cls in obj.__mro__:
+                known |= {cls.__name__, f"{cls.__module__}.{cls.__qualname__}"}
+    return [name for name in names if name not in known and not _names_a_class(name)]
+
+
+def _names_a_class(dotted: str) -> bool:
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        return False
+    try:
+        found = getattr(importlib.import_module(module_name), attr, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and issubclass(found, BaseException)
 
 
 def _is_part_of(module_name: str, missing: str) -> bool:

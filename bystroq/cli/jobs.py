@@ -13,6 +13,7 @@ import click
 from bystroq.cli import render
 from bystroq.cli.context import BystroqCommand, State, json_option, pass_state, records_option
 from bystroq.config import DEFAULT_PRIORITY
+from bystroq.listener import unknown_exception_names
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.ops.submit import check_job, job_decoder, jobs_file, submit_jobs
 from bystroq.records.views import ConsumedView, SubmittedView
@@ -35,8 +36,17 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
 
     options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
                             max_jobs=max_jobs, drain_timeout_s=drain_timeout)
-    with state.app(), Worker(state.config(), tube, options=options) as worker:
-        code = worker.run()
+    config = state.config()
+    with state.app():
+        category = config.resolve(tube)
+        retry = category.settings.retry
+        unknown = unknown_exception_names(retry.on, category.listener) if retry else []
+        if unknown:
+            render.warning(f"{category.name}: retry `on` names {', '.join(unknown)}, which "
+                           f"no exception class of {category.listener} or the builtins has: "
+                           "such a failure is never retried; check the spelling")
+        with Worker(config, tube, options=options) as worker:
+            code = worker.run()
     sys.exit(code)
 
 
