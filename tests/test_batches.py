@@ -110,8 +110,8 @@ def test_cancel_mid_run(config: LoadedConfig, tubes: Tubes, store: Store,
             return store.count_by_state(batch.batch_id).get("completed", 0) >= 4
 
         wait_until(some_done, timeout_s=60)
-        cancelled = cancel_batch(store, batch.batch_id)
-        assert cancelled.deleted + cancelled.requested > 0
+        outcome = cancel_batch(store, batch.batch_id)
+        assert outcome.deleted + outcome.requested > 0
 
         def settled() -> bool:
             consumer.drain()
@@ -121,12 +121,14 @@ def test_cancel_mid_run(config: LoadedConfig, tubes: Tubes, store: Store,
         assert consumer.feed(force=True) == 0
     status = batch_status(store, batch.batch_id)
     assert status.batch.state == "cancelled"
-    assert status.counts["pending"] > 0 and status.done == 40
-    # Every job fed ended: cancelled (not started, or stopped) or completed first.
-    fed = status.batch.fed
-    assert status.counts.get("cancelled", 0) + status.counts.get("completed", 0) == fed
+    # Counts agree with done and percent: items never put count as cancelled, none pending.
+    never_put = 40 - status.batch.fed
+    assert never_put > 0 and status.counts["pending"] == 0
+    assert (status.done, status.percent) == (40, 100.0)
+    cancelled, completed = status.counts.get("cancelled", 0), status.counts.get("completed", 0)
+    assert cancelled + completed == 40
     # A running job asked to stop may finish first: cancelled records are at most those.
-    assert status.counts.get("cancelled", 0) <= cancelled.deleted + cancelled.requested
+    assert cancelled - never_put <= outcome.deleted + outcome.requested
     assert tubes.counts(config.category("echo").submission) == {
         "ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
     with pytest.raises(Exception, match="already cancelled"):
@@ -287,3 +289,13 @@ def test_cancel_covers_a_claim_never_put(config: LoadedConfig, store: Store,
     record = store.get(claimed.submission_id)
     assert record is not None and record.state == "cancelled"
     assert store.batch_in_flight(batch.batch_id) == 0
+
+
+def test_batch_wait_gives_up_after_its_timeout(config: LoadedConfig, store: Store,
+                                               tmp_path: Path, records_cli: Invoke) -> None:
+    path = write_jsonl(tmp_path / "slow.jsonl", [{"sleep_s": 0.1} for _ in range(3)])
+    batch = create_batch(config, store, "echo", path)
+    code, _, err = records_cli("batch", "wait", batch.batch_id, "--no-consume", "--timeout",
+                               "0.3")
+    assert code == 3 and "still running after 0.3 s" in err
+    assert batch_status(store, batch.batch_id).batch.state == "running"

@@ -140,16 +140,21 @@ def batch_cancel(state: State, batch_id: str, as_json: bool, records_url: str | 
 @click.option("--consume/--no-consume", default=True, show_default=True,
               help="Also apply events and feed the batch while waiting (safe beside other "
                    "consumers); --no-consume only watches the records.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0),
+              help="Give up waiting after this many seconds (exit code 3; the batch goes on).")
 @records_option
 @pass_state
-def batch_wait(state: State, batch_id: str, consume: bool, records_url: str | None) -> None:
-    """Wait for a batch with a progress bar; exit code 0 if every job completed, else 1."""
+def batch_wait(state: State, batch_id: str, consume: bool, timeout_s: float | None,
+               records_url: str | None) -> None:
+    """Wait for a batch with a progress bar; exit code 0 if every job completed, 1 if it
+    ended otherwise, 3 if --timeout passed first."""
     with state.store(records_url) as store:
-        code = _wait(state, store, batch_id, consume)
+        code = _wait(state, store, batch_id, consume, timeout_s)
     sys.exit(code)
 
 
-def _wait(state: State, store: BatchStore, batch_id: str, consume: bool) -> int:
+def _wait(state: State, store: BatchStore, batch_id: str, consume: bool,
+          timeout_s: float | None = None) -> int:
     batch_row = store.get_batch(batch_id)
     if batch_row is None:
         raise BystroqError(f"no batch {batch_id!r} in {store.url}")
@@ -157,7 +162,7 @@ def _wait(state: State, store: BatchStore, batch_id: str, consume: bool) -> int:
     try:
         with render.batch_progress(batch_id, batch_row.total) as show:
             status = wait_for_batch(store, batch_id, consumer,
-                                    lambda status: show(status_view(status)))
+                                    lambda status: show(status_view(status)), timeout_s)
     finally:
         if consumer is not None:
             consumer.close()
@@ -166,4 +171,7 @@ def _wait(state: State, store: BatchStore, batch_id: str, consume: bool) -> int:
                 f"{status.failed} failed, {status.counts.get('cancelled', 0)} cancelled of "
                 f"{b.total}" + (f" ({b.reason})" if b.reason else ""),
                 style=render.STATE_STYLES.get(b.state))
+    if b.state == "running":
+        render.echo(f"{b.batch_id}: still running after {timeout_s} s; it goes on", err=True)
+        return 3
     return 0 if b.state == "completed" else 1

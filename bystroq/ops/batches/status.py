@@ -45,13 +45,16 @@ def batch_status(store: BatchStore, batch_id: str) -> BatchStatus:
     if batch is None:
         raise BystroqError(f"no batch {batch_id!r} in {store.url}")
     counts = store.count_by_state(batch_id)
-    counts["pending"] = batch.total - batch.fed
+    never_put = batch.total - batch.fed
+    if batch.state == "cancelled":  # never put, and never will be: cancelled too
+        counts["cancelled"] = counts.get("cancelled", 0) + never_put
+        never_put = 0
+    counts["pending"] = never_put
     done = sum(counts.get(s, 0) for s in FINAL_STATES)
-    if batch.state == "cancelled":  # never put: they will not run
-        done += counts["pending"]
+    ran = counts.get("completed", 0) + counts.get("failed", 0)
     end = batch.finished_at or time.time()
     elapsed = max(end - batch.created_at, 1e-6)
-    rate = done / elapsed if done else None
+    rate = ran / elapsed if ran else None  # jobs that ran, not those cancelled unrun
     eta = (batch.total - done) / rate if rate and batch.state == "running" else None
     failures = store.batch_records(batch_id, ["failed"], limit=FAILURES_SHOWN)
     return BatchStatus(batch, counts, done, 100.0 * done / batch.total, rate, eta, failures)
@@ -62,10 +65,12 @@ WAIT_POLL_S = 0.2
 
 def wait_for_batch(
     store: BatchStore, batch_id: str, consumer: Stepping | None,
-    show: Callable[[BatchStatus], None] | None = None,
+    show: Callable[[BatchStatus], None] | None = None, timeout_s: float | None = None,
 ) -> BatchStatus:
-    """Until the batch ends: with a consumer, apply its events and feed it meanwhile."""
+    """Until the batch ends (or `timeout_s` passes: the status then says it is still
+    running): with a consumer, apply its events and feed it meanwhile."""
     shown_at = 0.0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         busy = False
         if consumer is not None:
@@ -76,7 +81,7 @@ def wait_for_batch(
         if show is not None and (ended or now - shown_at >= WAIT_POLL_S):
             show(status)
             shown_at = now
-        if ended:
+        if ended or (deadline is not None and now >= deadline):
             return status
         if not busy:
             time.sleep(WAIT_POLL_S)
