@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import deque
@@ -88,7 +89,9 @@ class Producer:
         self._conns = connections(servers_of(config.addresses))
         for conn in self._conns:
             conn.limit(wait_s)  # a server that stops answering costs one wait, not 30 s
-        self._next = 0
+        # Each process starts its round robin at a random server, so many short-lived
+        # producers (one `bystroq submit` each) spread over the servers too.
+        self._next = random.randrange(len(self._conns))
         self._lock = threading.Lock()
         self._records = _RecorderHealth(recorder)
 

@@ -133,3 +133,14 @@ def test_reporter_messages_and_skips(publisher: ProgressPublisher, sent: list[ob
     reporter.increment_skipped(2)
     assert sent == ["loading", {"progress": 0, "skipped": 2}]
     assert publisher.last_seq == 2
+
+
+def test_each_producer_starts_its_round_robin_at_a_random_server(
+    two_configs: LoadedConfig
+) -> None:
+    """Many one-job producers (a `bystroq submit` each) spread over the servers."""
+    first_servers: set[str] = set()
+    for n in range(40):
+        with Producer(two_configs) as producer:
+            first_servers.add(producer.submit("echo", {"submissionID": n}).server.name)
+    assert len(first_servers) == 2
