@@ -18,7 +18,12 @@ class DecodeError(BystroqError):
 
 
 class JobTooBig(BystroqError):
-    """A job body is larger than the server's max-job-size."""
+    """A job body is larger than the server's max-job-size (`index`: which job of a bulk
+    submit, counting from 0, when it was one)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class ServersUnavailable(BystroqError):

@@ -256,9 +256,9 @@ class Producer:
                         _drop_if_closed(conn)
                     _bound(conn, deadline - time.monotonic(), self.wait_s)
                     if longest > conn.max_job_size():
-                        biggest = max(bodies, key=len)
+                        index, biggest = max(enumerate(bodies), key=lambda b: len(b[1]))
                         if not bulk.any_put and not inflight:
-                            raise JobTooBig(_too_big(conn, biggest))
+                            raise JobTooBig(_too_big(conn, biggest), index)
                         bulk.not_put += [i for p in (part, *todo) for i in p]
                         todo.clear()
                         conn.lock.release()
@@ -362,6 +362,19 @@ class Producer:
     @property
     def servers(self) -> list[Server]:
         return [conn.server for conn in self._conns]
+
+    def max_job_size(self) -> int | None:
+        """The smallest max-job-size of the servers that answer (None: none answers)."""
+        sizes = []
+        for conn in self._conns:
+            if not conn.ready():
+                continue
+            with conn.lock:
+                try:
+                    sizes.append(conn.max_job_size())
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)
+        return min(sizes, default=None)
 
     def close(self) -> None:
         for conn in self._conns:

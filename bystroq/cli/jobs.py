@@ -61,9 +61,13 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
 @click.option("--ttr", type=click.IntRange(min=1), help="Seconds a reservation lasts.")
 @records_option
 @click.option("--no-records", is_flag=True, help="Do not write queued records.")
+@click.option("--skip", type=click.IntRange(min=0), default=0,
+              help="With --file: check every line, then put only the jobs after the first "
+                   "N (to resume an interrupted submit).")
 @pass_state
 def submit(state: State, tube: str, json_text: str | None, file: Path | None, priority: int,
-           delay: int, ttr: int | None, records_url: str | None, no_records: bool) -> None:
+           delay: int, ttr: int | None, records_url: str | None, no_records: bool,
+           skip: int) -> None:
     """Submit jobs: one with --json, or a JSON-lines --file (checked whole before any put).
     Prints each job's place as a JSON line (queueID, server, tube, submissionID)."""
     if (json_text is None) == (file is None):
@@ -76,12 +80,25 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
     sources = [("--json", json_text.encode())] if json_text is not None else (
         jobs_file(file) if file is not None else [])
     jobs = [check_job(decoder, body, where) for where, body in sources]
-    with contextlib.ExitStack() as stack:
-        store = None if no_records else stack.enter_context(state.store(records_url))
-        for handle, submission_id in submit_jobs(config, tube, jobs, store, priority=priority,
-                                                 delay=delay, ttr=ttr):
-            render.echo_json(SubmittedView(submission_id=submission_id, queue_id=handle.job_id,
-                                           server=handle.server.name, tube=handle.tube))
+    if skip >= len(jobs) and jobs:
+        raise click.UsageError(f"--skip {skip}: the file has {len(jobs)} jobs")
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        interrupted.append(signum)  # the slice in flight ends, then the submit stops
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with contextlib.ExitStack() as stack:
+            store = None if no_records else stack.enter_context(state.store(records_url))
+            for handle, submission_id in submit_jobs(
+                    config, tube, jobs, store, priority=priority, delay=delay, ttr=ttr,
+                    skip=skip, stop=lambda: bool(interrupted)):
+                render.echo_json(SubmittedView(
+                    submission_id=submission_id, queue_id=handle.job_id,
+                    server=handle.server.name, tube=handle.tube))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.command(cls=BystroqCommand)

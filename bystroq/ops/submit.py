@@ -3,19 +3,31 @@ before the first is put, then put pipelined (Producer.submit_many), recorded as 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from bystroq.config import DEFAULT_PRIORITY, LoadedConfig
-from bystroq.errors import BystroqError, DecodeError, ListenerError, SubmitIncomplete
+from bystroq.errors import (
+    BystroqError,
+    DecodeError,
+    JobTooBig,
+    ListenerError,
+    SubmitIncomplete,
+)
 from bystroq.listener import load_listener
 from bystroq.messages import JobDecoder, json_value
 from bystroq.producer import Producer, SubmitRecorder, Submitted
 
-CheckedJob = tuple[bytes, str | int | None]  # the body and its submissionID
+
+class CheckedJob(NamedTuple):
+    """A job that passed its category's Struct, and where it came from."""
+
+    body: bytes
+    submission_id: str | int | None
+    where: str = ""
 
 
 def job_decoder(config: LoadedConfig, category: str) -> tuple[JobDecoder[Any] | None, str]:
@@ -33,12 +45,13 @@ def check_job(decoder: JobDecoder[Any] | None, body: bytes, where: str) -> Check
     object); a BystroqError says where it failed and that nothing was submitted."""
     try:
         if decoder is not None:
-            return body, decoder.decode(body).submissionID
+            return CheckedJob(body, decoder.decode(body).submissionID, where)
         data = json_value(body)
         if not isinstance(data, dict):
             raise DecodeError("expected a JSON object")
         submission_id = data.get("submissionID")
-        return body, submission_id if isinstance(submission_id, str | int) else None
+        return CheckedJob(body, submission_id if isinstance(submission_id, str | int)
+                          else None, where)
     except (DecodeError, msgspec.DecodeError) as exc:
         raise BystroqError(f"{where}: {exc}; nothing was submitted") from None
 
@@ -47,31 +60,81 @@ def jobs_file(path: Path) -> Iterator[tuple[str, bytes]]:
     """(`path:line`, job) for each non-blank line of a JSON-lines file."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # Excel's "UTF-8" byte-order mark
             if line.strip():
+                try:
+                    line.decode()
+                except UnicodeDecodeError as exc:
+                    raise BystroqError(
+                        f"{path}:{number}: not UTF-8 text (byte {exc.start + 1} is "
+                        f"{line[exc.start]:#04x}); save the file as UTF-8; nothing was "
+                        "submitted") from None
                 yield f"{path}:{number}", line.strip()
+
+
+SLICE = 1000  # jobs put between two looks at `stop`
+
+
+class SubmitStopped(BystroqError):
+    """A submit of many jobs stopped part-way; the message says how to resume."""
 
 
 def submit_jobs(
     config: LoadedConfig, category: str, jobs: Sequence[CheckedJob],
     recorder: SubmitRecorder | None, *, priority: int = DEFAULT_PRIORITY, delay: int = 0,
-    ttr: int | None = None,
+    ttr: int | None = None, skip: int = 0, stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Submitted, str | int | None]]:
-    """Put checked jobs, in order: one with `submit`, many pipelined with `submit_many`;
-    each handle with its submissionID. A bulk submit cut part-way yields the jobs that
-    are in, then raises a BystroqError saying which are unknown and which were not put."""
+    """Put checked jobs after the first `skip`, in order: one with `submit`, many pipelined
+    with `submit_many` a slice at a time; each handle with its submissionID.
+
+    When `stop()` turns true (Ctrl-C) the slice in flight ends and SubmitStopped says how
+    many are in and the `--skip` that resumes; a slice cut part-way (a server failing)
+    raises SubmitStopped naming the jobs in doubt. Every job put has its queued record."""
+    total = len(jobs)
     with Producer(config, recorder=recorder) as producer:
-        if len(jobs) == 1:
-            body, submission_id = jobs[0]
+        limit = producer.max_job_size()
+        too_big = next((job for job in jobs[skip:] if limit and len(job.body) > limit), None)
+        if too_big is not None:
+            raise JobTooBig(f"{too_big.where}: the job is {len(too_big.body)} bytes, over the "
+                            f"servers' max-job-size of {limit} bytes; pass large data by "
+                            "reference (a path or URL); nothing was submitted")
+        if total - skip == 1:
+            body, submission_id, _ = jobs[skip]
             yield producer.submit(category, body, priority=priority, delay=delay,
                                   ttr=ttr), submission_id
             return
-        try:
-            handles = producer.submit_many(category, [body for body, _ in jobs],
-                                           priority=priority, delay=delay, ttr=ttr)
-        except SubmitIncomplete as exc:
-            for handle, (_, submission_id) in zip(exc.submitted, jobs, strict=True):
-                if handle is not None:
-                    yield handle, submission_id
-            raise BystroqError(str(exc)) from None
-        for handle, (_, submission_id) in zip(handles, jobs, strict=True):
-            yield handle, submission_id
+        for start in range(skip, total, SLICE):
+            if stop is not None and stop():
+                raise SubmitStopped(f"interrupted: submitted {start} of {total}; resume "
+                                    f"with --skip {start}")
+            part = jobs[start:start + SLICE]
+            try:
+                handles = producer.submit_many(category, [job.body for job in part],
+                                               priority=priority, delay=delay, ttr=ttr)
+            except JobTooBig as exc:
+                where = part[exc.index].where if exc.index is not None else ""
+                raise JobTooBig(f"{where}: {exc}" if where else str(exc)) from None
+            except SubmitIncomplete as exc:
+                for handle, job in zip(exc.submitted, part, strict=True):
+                    if handle is not None:
+                        yield handle, job.submission_id
+                raise SubmitStopped(_resume(exc, start, total)) from None
+            for handle, job in zip(handles, part, strict=True):
+                yield handle, job.submission_id
+
+
+def _resume(exc: SubmitIncomplete, start: int, total: int) -> str:
+    """How to go on after a slice (jobs from `start`) was cut part-way."""
+    done = start + next((i for i, h in enumerate(exc.submitted) if h is None),
+                        len(exc.submitted))
+    message = f"{exc}; submitted {done} of {total} in order"
+    if exc.unknown:
+        lines = ", ".join(str(start + i + 1) for i in exc.unknown[:10])
+        message += (f"; jobs {lines} were sent and never answered: they may run, do not "
+                    "submit them again")
+    later = [i for i, h in enumerate(exc.submitted) if h is not None and start + i >= done]
+    if later:
+        message += f"; {len(later)} later jobs are in too"
+    return message + f"; resume with --skip {done}" + (
+        " (after removing the jobs named above)" if exc.unknown or later else "")
