@@ -44,7 +44,8 @@ def test_jobs_are_put_in_order_over_every_server_and_recorded(
         handles = producer.submit_many("echo", jobs, chunk=16)
     assert [h.submission_id for h in handles] == [j.submissionID for j in jobs]
     assert {h.server.name for h in handles} == {s.address for s in two_servers}
-    assert [total_puts(s, tube) for s in two_servers] == [52, 48]  # chunks in turn
+    # Chunks in turn, from a server each producer picks at random.
+    assert sorted(total_puts(s, tube) for s in two_servers) == [48, 52]
     record = store.get("s42")
     assert record is not None and record.state == "queued"
     assert (record.queue_id, record.server) == (handles[42].job_id, handles[42].server.name)
@@ -87,11 +88,14 @@ def test_puts_never_answered_are_unknown_and_never_put_again(
             producer.submit_many("echo", [EchoJob(submissionID=f"j{i}") for i in range(30)],
                                  chunk=10)
     error = info.value
-    assert error.unknown == list(range(10))  # the first chunk went to the paused server
+    # The chunk that went to the paused server (the first or the second: the round robin
+    # starts at a random server) is unknown; the other two chunks are in.
+    first = error.unknown[0]
+    assert first in (0, 10) and error.unknown == list(range(first, first + 10))
     assert error.not_put == []
-    assert [h is not None for h in error.submitted] == [False] * 10 + [True] * 20
+    assert [h is None for h in error.submitted] == [first <= i < first + 10 for i in range(30)]
     assert total_puts(other, tube) == 1 + 20  # the unknown ten were not put again there
-    record = store.get("j3")
+    record = store.get(f"j{first + 3}")
     assert record is not None and record.state == "unknown"
     assert "do not submit them again" in str(error)
     paused.proc.send_signal(signal.SIGCONT)
