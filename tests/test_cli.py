@@ -100,15 +100,42 @@ def test_events_prints_one_line_each(run: object, config: LoadedConfig) -> None:
     assert callable(run)
     run("submit", "--tube", "echo", "--json", '{"submissionID": "a", "message": "hello"}')
     run("listen", "--tube", "echo", "--burst")
-    code, out, _ = run("events", "--tube", "echo")
+    code, out, _ = run("events", "--tube", "echo", "--from-tube")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2
     assert " started " in lines[0] and lines[1].split()[1:3] == ["completed", "a"]
     assert 'message="hello"' in lines[1]
     run("submit", "--tube", "echo", "--json", '{"submissionID": "b"}')
     run("listen", "--tube", "echo", "--burst")
+    code, out, _ = run("events", "--tube", "echo", "--json", "--from-tube")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["started", "completed"]
+
+
+def test_watching_events_never_takes_them_from_the_consumer(
+    run: object, config: LoadedConfig, tubes: Tubes
+) -> None:
+    """`bystroq events` reads what the consumer stored: the consumer still gets every
+    event (records end completed), and the watcher sees them too."""
+    assert callable(run)
+    run("submit", "--tube", "echo", "--json", '{"submissionID": "w1", "message": "hi"}')
+    run("listen", "--tube", "echo", "--burst")
+    events_tube = config.category("echo").events
+    code, out, _ = run("events", "--tube", "echo")
+    assert code == 0 and out == ""  # nothing stored yet, and nothing taken
+    assert tubes.counts(events_tube)["ready"] == 2
+    assert run("consume", "--burst")[0] == 0
     code, out, _ = run("events", "--tube", "echo", "--json")
     assert [json.loads(line)["event"] for line in out.splitlines()] == ["started", "completed"]
+    code, out, _ = run("status", "w1", "--json")
+    assert json.loads(out)["submission"]["state"] == "completed"
+
+
+def test_taking_events_from_a_watched_tube_warns(run: object, config: LoadedConfig,
+                                                  tubes: Tubes) -> None:
+    assert callable(run)
+    with tubes.client(watch=config.category("echo").events):  # a consumer, say
+        code, _, err = run("events", "--tube", "echo", "--from-tube")
+    assert code == 0 and "already watch" in err and "drop --from-tube" in err
 
 
 def test_real_listen_subprocess(config_file: Path, config: LoadedConfig, tubes: Tubes) -> None:

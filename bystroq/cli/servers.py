@@ -9,8 +9,15 @@ import sys
 import click
 
 from bystroq.cli import render
-from bystroq.cli.context import BystroqCommand, State, json_option, pass_state
+from bystroq.cli.context import (
+    BystroqCommand,
+    State,
+    json_option,
+    pass_state,
+    records_option,
+)
 from bystroq.ops import servers, tubes
+from bystroq.ops.events import watch_events, watchers
 from bystroq.ops.servers import Peeked, TubeStats, Unreachable, tube_name
 from bystroq.records.views import (
     CountView,
@@ -185,22 +192,55 @@ def buried(state: State, tube: str, kick_count: int | None, delete_all: bool,
 
 
 @click.command(cls=BystroqCommand)
-@click.option("--tube", required=True, help="Category or events tube.")
-@click.option("--follow", is_flag=True, help="Keep printing events as they arrive.")
+@click.option("--tube", help="Only this category's events (default: every category).")
+@click.option("--last", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Start with about the last N events stored.")
+@click.option("--follow", is_flag=True, help="Keep printing events as they are stored.")
+@click.option("--from-tube", is_flag=True,
+              help="Read the events tube itself instead, taking (consuming) each event: "
+                   "only where no records consumer runs.")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object a line: the event as on the wire, plus `server`.")
+              help="One JSON object a line: the event as on the wire, plus where it is from.")
+@records_option
 @pass_state
-def events(state: State, tube: str, follow: bool, as_json: bool) -> None:
-    """Print (and consume) events from an events tube, one line each."""
+def events(state: State, tube: str | None, last: int, follow: bool, from_tube: bool,
+           as_json: bool, records_url: str | None) -> None:
+    """Print events, one line each: by default those the records consumer stored (nothing
+    is taken from the tubes), or with --from-tube, consumed from an events tube."""
     config = state.config()
     try:
-        for server, event in servers.follow_events(
-            config, tube_name(config, tube, events=True), follow
-        ):
-            if as_json:
-                payload = event if isinstance(event, dict) else {"raw": event.decode("latin-1")}
-                click.echo(json.dumps({"server": server.name, **payload}))
-            else:
-                render.echo(render.event_line(server.name, event))
+        if from_tube:
+            _events_from_tube(state, tube, follow, as_json)
+            return
+        category = None
+        if tube is not None:  # a category, or its submission or events tube
+            events_tube = tube_name(config, tube, events=True)
+            category = next((key for key, conf in config.config.beanstalkd.tubes.items()
+                             if events_tube in (conf.events, conf.submission)), tube)
+        with state.store(records_url, read_only=True) as store:
+            for event in watch_events(store, category=category, last=last, follow=follow):
+                if as_json:
+                    click.echo(json.dumps({"id": event.id, "category": event.category,
+                                           **event.body}))
+                else:
+                    render.echo(render.event_line(event.category, event.body))
     except KeyboardInterrupt:
         pass
+
+
+def _events_from_tube(state: State, tube: str | None, follow: bool, as_json: bool) -> None:
+    config = state.config()
+    if tube is None:
+        raise click.UsageError("--from-tube needs --tube: the category whose events to take")
+    name = tube_name(config, tube, events=True)
+    watching = watchers(config, name)
+    if watching:
+        render.warning(f"{watching} connection(s) already watch {name} (a records consumer?):"
+                       " each event printed here is taken from it and never reaches its "
+                       "records; drop --from-tube to watch without taking")
+    for server, event in servers.follow_events(config, name, follow):
+        if as_json:
+            payload = event if isinstance(event, dict) else {"raw": event.decode("latin-1")}
+            click.echo(json.dumps({"server": server.name, **payload}))
+        else:
+            render.echo(render.event_line(server.name, event))
