@@ -8,6 +8,7 @@ import importlib
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bystroq.errors import ListenerError
+from bystroq.errors import HandlerError, ListenerError
 from bystroq.messages import BaseMessage, FailedJobMessage, InvalidJobMessage
 from bystroq.progress import ProgressPublisher
 
@@ -34,10 +35,23 @@ def default_failed_msg_fn(job: Any, queue_id: int, exc: BaseException) -> msgspe
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message`, the way a failed event states its reason."""
+    """`Type: message`, the way a failed event states its reason (a failure reported from
+    a child process is already described: the same text inline and in a child)."""
     text = str(exc)
+    if isinstance(exc, HandlerError):
+        return text
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
+
+
+TRACEBACK_MAX = 8000  # characters of a traceback kept in a failed event (the end of it)
+
+
+def traceback_of(exc: BaseException) -> str:
+    """The traceback of `exc` as text, at most TRACEBACK_MAX characters (the frames nearest
+    the raise are kept; a cut one starts with an ellipsis)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return text if len(text) <= TRACEBACK_MAX else "…" + text[-(TRACEBACK_MAX - 1):]
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class FailedJobMessage(EventMessage, frozen=True, kw_only=True, tag="failed"):
 
     reason: str
     gaveUp: bool = False
+    traceback: str | None = None  # where the handler raised (bounded; see TRACEBACK_MAX)
 
     @property
     def event(self) -> Event:

@@ -10,7 +10,8 @@ from tests.conftest import Invoke
 
 SUBMISSION_KEYS = {
     "submissionID", "category", "state", "attempts", "queueID", "server", "worker",
-    "progress", "skipped", "messages", "result", "reason", "batch", "submittedAt",
+    "progress", "skipped", "total", "percent", "etaS", "messages", "result", "reason",
+    "traceback", "batch", "submittedAt",
     "startedAt", "finishedAt", "updatedAt",
 }
 TIMELINE_KEYS = {"at", "event", "attempt", "seq", "worker", "applied", "message"}

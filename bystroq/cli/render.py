@@ -120,11 +120,15 @@ def submission(view: SubmissionView) -> None:
     fields([
         ("submission", view.submission_id), ("category", view.category),
         ("state", view.state), ("attempts", view.attempts),
-        ("queueID", f"{view.queue_id} on {view.server}"), ("worker", view.worker),
-        ("progress", f"{view.progress} done, {view.skipped} skipped"),
+        ("queueID", f"{view.queue_id} on {view.server}" if view.queue_id is not None
+                    else "not put yet" if view.state == "queued" else None),
+        ("worker", view.worker),
+        ("progress", f"{view.progress} done, {view.skipped} skipped"
+                     + (f" of {view.total} ({view.percent}%)" if view.total else "")
+                     + (f", about {duration(view.eta_s)} left" if view.eta_s else "")),
         ("messages", "; ".join(view.messages)),
         ("result", json.dumps(view.result) if view.result is not None else None),
-        ("reason", view.reason), ("batch", view.batch),
+        ("reason", view.reason), ("traceback", view.traceback), ("batch", view.batch),
         ("submitted", when(view.submitted_at)), ("started", when(view.started_at)),
         ("finished", when(view.finished_at)), ("updated", when(view.updated_at)),
     ])

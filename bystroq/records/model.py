@@ -72,6 +72,7 @@ class Record(msgspec.Struct, kw_only=True):
     prior_runs: list[str] = msgspec.field(default_factory=list)  # "server/queueID" of old runs
     body: str | None = None  # the job as submitted, for `bystroq retry`
     total: int | None = None  # how much work the handler said there is (progress of total)
+    traceback: str | None = None  # of the last failure, when the worker sent one
 
     @property
     def run(self) -> str | None:
@@ -236,7 +237,7 @@ def apply(record: Record, event: IncomingEvent, now: float) -> bool:
 def _started(record: Record, event: IncomingEvent) -> None:
     record.state = "started"
     record.started_at = event.at
-    record.reason = None
+    record.reason = record.traceback = None
 
 
 def _progress(record: Record, event: IncomingEvent) -> None:
@@ -272,6 +273,8 @@ def _ended(state: State) -> Any:
         record.state = state
         reason = event.body.get("reason")
         record.reason = str(reason) if reason is not None else None
+        traceback = event.body.get("traceback")
+        record.traceback = traceback if isinstance(traceback, str) else None
         if state in FINAL_STATES:
             record.finished_at = event.at
 
@@ -341,6 +344,6 @@ def start_new_run(record: Record, at: float) -> None:
     record.state, record.attempt_done, record.seq = "queued", False, -1
     record.reason = record.result = record.finished_at = record.started_at = None
     record.progress = record.skipped = 0
-    record.total = None
+    record.total = record.traceback = None
     record.messages = []
     record.submitted_at = record.updated_at = at

@@ -51,6 +51,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # How much work the handler said there is (progress of total).
         "ALTER TABLE bystroq_records ADD COLUMN total BIGINT",
+        # Where the handler raised, for a failure (bounded by the worker).
+        "ALTER TABLE bystroq_records ADD COLUMN traceback TEXT",
     ),
     (
         # The HTTP API's Idempotency-Key: the first request's fingerprint and response

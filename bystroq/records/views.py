@@ -7,6 +7,7 @@ The internal Record may change; these change only with care (README: "JSON outpu
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -36,9 +37,13 @@ class SubmissionView(View, frozen=True):
     worker: str | None
     progress: int
     skipped: int
+    total: int | None  # how much work the handler said there is, when it said
+    percent: float | None  # progress of total
+    eta_s: float | None  # while it runs, at the rate so far
     messages: list[str]
     result: dict[str, Any] | None
     reason: str | None
+    traceback: str | None  # where the handler raised, for a failure
     batch: str | None
     submitted_at: float | None
     started_at: float | None
@@ -180,13 +185,21 @@ class CancelView(View, frozen=True):
     message: str
 
 
-def submission_view(record: Record) -> SubmissionView:
+def submission_view(record: Record, now: float | None = None) -> SubmissionView:
+    percent = eta = None
+    if record.total:
+        done = record.progress + record.skipped
+        percent = round(100.0 * min(done, record.total) / record.total, 1)
+        elapsed = (now or time.time()) - (record.started_at or 0)
+        if record.state == "started" and done and record.started_at and elapsed > 0:
+            eta = round(max(record.total - done, 0) * elapsed / done, 1)
     return SubmissionView(
         submission_id=key_to_submission_id(record.submission_id), category=record.category,
         state=record.state, attempts=record.attempts, queue_id=record.queue_id,
         server=record.server, worker=record.worker, progress=record.progress,
-        skipped=record.skipped, messages=list(record.messages), result=record.result,
-        reason=record.reason, batch=record.batch, submitted_at=record.submitted_at,
+        skipped=record.skipped, total=record.total, percent=percent, eta_s=eta,
+        messages=list(record.messages), result=record.result, reason=record.reason,
+        traceback=record.traceback, batch=record.batch, submitted_at=record.submitted_at,
         started_at=record.started_at, finished_at=record.finished_at,
         updated_at=record.updated_at,
     )

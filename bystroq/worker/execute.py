@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from bystroq.errors import Retry
-from bystroq.listener import Listener, describe
+from bystroq.listener import Listener, describe, traceback_of
 from bystroq.messages import encode, stamp
 from bystroq.progress import ProgressPublisher
 from bystroq.worker.policy import exception_names
@@ -20,6 +20,7 @@ class Execution(msgspec.Struct, kw_only=True):
     completed: bytes | None = None
     error: str | None = None
     error_names: list[str] = msgspec.field(default_factory=list)
+    traceback: str | None = None
     retry_requested: bool = False
     retry_delay_s: float | None = None
     last_seq: int = 0
@@ -46,5 +47,6 @@ def execute(
         ), exc
     except Exception as exc:
         return Execution(
-            error=describe(exc), error_names=exception_names(exc), last_seq=publisher.last_seq
+            error=describe(exc), error_names=exception_names(exc), last_seq=publisher.last_seq,
+            traceback=traceback_of(exc),
         ), exc

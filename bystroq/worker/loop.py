@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import greenstalk
+import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
@@ -651,9 +652,11 @@ class Slot:
             return Outcome.RETRYING
         exc = error if error is not None else HandlerError(reason)
         message = self._failed_message(data, job.id, exc)
-        self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
+        extra = {"traceback": execution.traceback} if execution.traceback else {}
+        self._report(lease, _with_traceback(stamp(message, **fields, at=time.time(), seq=seq),
+                                            execution.traceback),
                      decision.disposition, log)
-        log.error("job failed", reason=reason)
+        log.error("job failed", reason=reason, **extra)
         return Outcome.FAILED
 
     def _fail_at_once(self, lease: Lease, data: Any, exc: BaseException,
@@ -944,3 +947,15 @@ def _small_failed(message: Any, queue_id: int, reason: BaseException) -> Any:
         return InvalidJobMessage(queueID=queue_id, reason=str(reason), **extra)
     return FailedJobMessage(submissionID=submission_id, queueID=queue_id, reason=str(reason),
                             **extra)
+
+
+def _with_traceback(message: Any, traceback: str | None) -> Any:
+    """A failed message with the handler's traceback, where its type can carry one (a
+    FailedJobMessage, or a plain mapping); other shapes are sent as they are."""
+    if traceback is None:
+        return message
+    if isinstance(message, FailedJobMessage) and message.traceback is None:
+        return msgspec.structs.replace(message, traceback=traceback)
+    if isinstance(message, dict) and "traceback" not in message:
+        return {**message, "traceback": traceback}
+    return message
