@@ -60,12 +60,13 @@ def fresh_servers() -> Iterator[list[Beanstalkd]]:
 def test_an_unanswered_put_is_unknown_never_put_again_and_its_record_follows_the_job(
     fresh_servers: list[Beanstalkd], prefix: str, store: Store
 ) -> None:
-    paused, other = fresh_servers
-    config = config_for([paused.address, other.address], prefix=prefix)
+    config = config_for([s.address for s in fresh_servers], prefix=prefix)
     tube = config.category("echo").submission
     with Producer(config, wait_s=0.5, recorder=store) as producer:
-        producer.submit("echo", EchoJob(submissionID="a"))  # round robin: the first server
+        # The round robin starts at a random server: the third put goes where the first did.
+        first = producer.submit("echo", EchoJob(submissionID="a")).server
         producer.submit("echo", EchoJob(submissionID="b"))  # then the other
+        paused, other = sorted(fresh_servers, key=lambda s: s.port != first.port)
         assert paused.proc is not None
         paused.proc.send_signal(signal.SIGSTOP)
         with pytest.raises(SubmitOutcomeUnknown) as info:

@@ -149,6 +149,7 @@ class Connection:
     _using: str = "default"
     _retry_at: float = 0.0
     _down_since: float | None = None
+    last_error: str | None = None  # why the last connect or command failed, for messages
     _max_job_size: int | None = None
     _limit_s: float | None = None
     # Counts connections made: a job reserved under an older generation is no longer held
@@ -307,6 +308,7 @@ class Connection:
     def failed(self, exc: BaseException) -> None:
         """Drop the connection after an I/O error and start (or extend) the backoff."""
         self.close()
+        self.last_error = str(exc) or type(exc).__name__
         self._retry_at = time.monotonic() + self.backoff.next_delay()
         if self._down_since is None:
             self._down_since = time.monotonic()
@@ -407,3 +409,4 @@ def send(conn: Connection, commands: Sequence[bytes]) -> None:
 def read_reply(conn: Connection) -> Reply:
     """The next reply on the connection; a cut-short reply raises ConnectionError."""
     return conn.read_reply()
+

@@ -27,9 +27,11 @@ def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:
     now = time.monotonic()
     if now >= deadline:
         names = ", ".join(c.address.name for c in conns)
+        why = "; ".join(dict.fromkeys(c.last_error for c in conns if c.last_error))
         raise ServersUnavailable(
-            f"no beanstalkd server answered ({names}); start one (e.g. `beanstalkd -l 127.0.0.1"
-            f" -p 11300`) or fix beanstalkd.addresses in the config"
+            f"no beanstalkd server answered ({names}){': ' + why if why else ''}; start one "
+            f"(e.g. `beanstalkd -l 127.0.0.1 -p 11300`) or fix beanstalkd.addresses in the "
+            f"config"
         )
     soonest = min(c.retry_at for c in conns)
     time.sleep(max(0.01, min(deadline, soonest) - now))

@@ -259,7 +259,11 @@ def unknown_put(jobs: int = 20, wait_s: float = 0.5) -> Report:
         victim, outcomes = ids[2], []
         with Producer(run.config, wait_s=wait_s, recorder=store) as producer:
             for submission_id in ids[:2]:  # one on each server: the relay's link is open
-                producer.submit("echo", {"submissionID": submission_id})
+                last = producer.submit("echo", {"submissionID": submission_id}).server
+            warm = 0  # the round robin starts at a random server: the next must be the relay's
+            while last.name == relay.address:
+                last = producer.submit("echo", {"submissionID": f"warm{warm}"}).server
+                warm += 1
             link = relay.links[0]
             link.pause()
             try:
@@ -281,12 +285,12 @@ def unknown_put(jobs: int = 20, wait_s: float = 0.5) -> Report:
         puts = _total_puts(run.servers, tube)
         report.notes.append(
             f"caller told {outcomes[0]}, record meanwhile "
-            f"{waiting.state if waiting else None}, other server puts {on_other}, "
-            f"puts {puts} for {jobs} submissions")
+            f"{waiting.state if waiting else None}, other server puts {on_other - warm}, "
+            f"puts {puts - warm} for {jobs} submissions")  # warm-up puts left out
         if outcomes != ["unknown"] or waiting is None or waiting.state != "unknown":
             report.wrong_records += 1
-        if puts != jobs or on_other != 1:
-            report.ran_twice += max(1, puts - jobs)
+        if puts != jobs + warm or on_other != 1 + warm:
+            report.ran_twice += max(1, puts - jobs - warm)
         return report
 
 
