@@ -18,7 +18,15 @@ from typing import Any
 import msgspec
 
 from bystroq.config import LoadedConfig
-from bystroq.producer import DEFAULT_PRIORITY, DEFAULT_WAIT_S, Producer, SubmitRecorder, Submitted
+from bystroq.producer import (
+    DEFAULT_PRIORITY,
+    DEFAULT_WAIT_S,
+    FROM_CONFIG,
+    FromConfig,
+    Producer,
+    SubmitRecorder,
+    Submitted,
+)
 
 Job = msgspec.Struct | Mapping[str, Any] | bytes
 
@@ -27,7 +35,8 @@ class AsyncProducer:
     """Submits jobs from coroutines; same guarantees and errors as Producer.submit."""
 
     def __init__(self, config: LoadedConfig, *, wait_s: float = DEFAULT_WAIT_S,
-                 recorder: SubmitRecorder | None = None, threads: int = 2) -> None:
+                 recorder: SubmitRecorder | FromConfig | None = FROM_CONFIG,
+                 threads: int = 2) -> None:
         self.producer = Producer(config, wait_s=wait_s, recorder=recorder)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="bystroq-submit")
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -16,7 +16,13 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
-from bystroq.errors import JobTooBig, ServersUnavailable, SubmitIncomplete, SubmitOutcomeUnknown
+from bystroq.errors import (
+    BystroqError,
+    JobTooBig,
+    ServersUnavailable,
+    SubmitIncomplete,
+    SubmitOutcomeUnknown,
+)
 from bystroq.messages import encode, record_key
 from bystroq.servers import (
     CONNECTION_ERRORS,
@@ -40,6 +46,12 @@ SUBMIT_CHUNK = 256
 RECORD_BATCH = 2048
 
 
+class RecordReader(Protocol):
+    """A records store, as far as a handle reads it."""
+
+    def get(self, submission_id: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Submitted:
     """Where a job went: its beanstalkd id (the queueID) on its server and tube."""
@@ -48,6 +60,36 @@ class Submitted:
     server: Server
     tube: str
     submission_id: str | int | None
+    records: RecordReader | None = field(default=None, compare=False, repr=False)
+
+    def wait(self, timeout_s: float = 60.0, poll_s: float = 0.1) -> Any:
+        """The submission's record (a records.views.SubmissionView) once it is completed,
+        failed or cancelled; TimeoutError after `timeout_s`. Needs a records store (the
+        producer's) and a consumer applying events to it."""
+        from bystroq.records.model import FINAL_STATES
+        from bystroq.records.views import submission_view
+
+        if self.records is None or self.submission_id is None:
+            raise BystroqError("this job has no record to wait for: give the Producer a "
+                               "records store (recorder=, or `records:` in the config) "
+                               "and the job a submissionID")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = self.records.get(record_key(self.submission_id))
+            if record is not None and record.state in FINAL_STATES:
+                return submission_view(record)
+            if time.monotonic() >= deadline:
+                state = record.state if record is not None else "not recorded yet"
+                raise TimeoutError(f"submission {self.submission_id!r} is still {state} "
+                                   f"after {timeout_s} s")
+            time.sleep(poll_s)
+
+
+class FromConfig:
+    """The default recorder: the config's `records:` store, if it names one."""
+
+
+FROM_CONFIG = FromConfig()
 
 
 class SubmitRecorder(Protocol):
@@ -81,10 +123,17 @@ class Producer:
         config: LoadedConfig,
         *,
         wait_s: float = DEFAULT_WAIT_S,
-        recorder: SubmitRecorder | None = None,
+        recorder: SubmitRecorder | FromConfig | None = FROM_CONFIG,
     ) -> None:
         self.config = config
         self.wait_s = wait_s
+        self._owned_store: Any = None
+        if isinstance(recorder, FromConfig):  # the config's store; None opts out
+            recorder = None
+            if config.config.records:
+                from bystroq.records import open_store
+
+                recorder = self._owned_store = open_store(config.config.records)
         self.recorder = recorder
         self._conns = connections(servers_of(config.addresses))
         for conn in self._conns:
@@ -132,7 +181,8 @@ class Producer:
                 self._records.write(partial(
                     recorder.record_submit_failed, sid, name, f"submit failed: {exc}"))
             raise
-        handle = Submitted(job_id, conn.server, conf.submission, submission_id)
+        handle = Submitted(job_id, conn.server, conf.submission, submission_id,
+                           records=self._reader())
         if recorder is not None and sid is not None:
             self._records.write(partial(recorder.record_queued, sid, name, job_id,
                                         handle.server.name, batch=batch, body=body))
@@ -282,7 +332,9 @@ class Producer:
                 sent.conn.lock.release()
         if unrecorded:
             self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
-        handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i])
+        reader = self._reader()
+        handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i],
+                                                    records=reader)
                    for i, h in enumerate(bulk.handles)]
         if bulk.unknown or bulk.not_put:
             raise SubmitIncomplete(_incomplete_message(bulk, self.wait_s), handles,
@@ -376,10 +428,27 @@ class Producer:
                     conn.failed(exc)
         return min(sizes, default=None)
 
+    def _reader(self) -> RecordReader | None:
+        return self.recorder if hasattr(self.recorder, "get") else None  # type: ignore[return-value]
+
+    def record(self, submission_id: str | int) -> Any:
+        """The submission's record as a public view (records.views.SubmissionView), or None
+        if the store has none; needs the producer's records store."""
+        from bystroq.records.views import submission_view
+
+        get = getattr(self.recorder, "get", None)
+        if get is None:
+            raise BystroqError("this producer has no records store to read: pass recorder= "
+                               "or set `records:` in the config")
+        record = get(record_key(submission_id))
+        return None if record is None else submission_view(record)
+
     def close(self) -> None:
         for conn in self._conns:
             with conn.lock:
                 conn.close()
+        if self._owned_store is not None:
+            self._owned_store.close()
 
     def __enter__(self) -> Producer:
         return self

@@ -182,7 +182,7 @@ def test_records_commands(records_cli: Invoke) -> None:
 
     code, out, _ = run("status", "a")
     assert code == 0 and "state:      completed" in out and '{"message": "m"}' in out
-    assert [line.split()[2] for line in out.splitlines()[-2:]] == ["started", "completed"]
+    assert [line.split()[3] for line in out.splitlines()[-2:]] == ["started", "completed"]
 
     code, out, _ = run("list")
     rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}

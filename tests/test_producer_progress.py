@@ -4,15 +4,18 @@ import itertools
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from bystroq import JobTooBig, Producer, ServersUnavailable
+from bystroq import JobTooBig, Producer, ServersUnavailable, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
-from bystroq.errors import SubmitOutcomeUnknown
+from bystroq.consumer import Consumer
+from bystroq.errors import BystroqError, SubmitOutcomeUnknown
 from bystroq.examples.echo import EchoJob
 from bystroq.messages import ProgressMessage
 from bystroq.progress import ProgressPublisher, ProgressReporter
+from bystroq.records import open_store
 from bystroq.testing import Beanstalkd, config_for
 from tests.conftest import Tubes
 
@@ -144,3 +147,24 @@ def test_each_producer_starts_its_round_robin_at_a_random_server(
         with Producer(two_configs) as producer:
             first_servers.add(producer.submit("echo", {"submissionID": n}).server.name)
     assert len(first_servers) == 2
+
+
+def test_a_producer_records_into_the_configs_store_and_waits_for_the_result(
+    server: Beanstalkd, prefix: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    config = config_for([server.address], prefix=prefix, records=url)
+    with Producer(config) as producer:  # no recorder given: the config's records store
+        handle = producer.submit("echo", EchoJob(submissionID="r1", message="hi"))
+        view = producer.record("r1")
+        assert view is not None and view.state == "queued" and view.queue_id == handle.job_id
+        with pytest.raises(TimeoutError, match="still queued"):
+            handle.wait(timeout_s=0.2)
+        with Worker(config, "echo", options=WorkerOptions(burst=True)) as worker:
+            worker.run()
+        with open_store(url) as store, Consumer(config, store) as consumer:
+            consumer.run(burst=True)
+        done = handle.wait(timeout_s=5)
+        assert (done.state, done.result) == ("completed", {"message": "hi"})
+    with Producer(config, recorder=None) as producer, pytest.raises(BystroqError):
+        producer.submit("echo", EchoJob(submissionID="r2")).wait(timeout_s=0.1)

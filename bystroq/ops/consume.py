@@ -29,7 +29,7 @@ class ConsumeAndFeed(Consumer):
         batch: int = BATCH, feed_grace_s: float = DEFAULT_GRACE_S,
     ) -> None:
         super().__init__(config, store, categories, batch)
-        self.producer = Producer(config)
+        self.producer = Producer(config, recorder=None)  # the feeder writes its records
         self.feeder = Feeder(config, store, self.producer, feed_grace_s)
         self._fed_at = 0.0
 

@@ -94,7 +94,7 @@ def create_batch(
 def _create(config: LoadedConfig, store: BatchStore, records: RecordsFile,
             items: Iterator[tuple[int, str, bytes]], batch: Batch) -> Batch:
     """Store the batch and its items, then put its first jobs."""
-    with Producer(config) as producer:
+    with Producer(config, recorder=None) as producer:  # the feeder writes its records
         feeder = Feeder(config, store, producer)
         try:
             batch.watermarks = feeder.last_ids()
