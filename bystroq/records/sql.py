@@ -163,17 +163,38 @@ class SQLStore(Database):
         batch: str | None = None, at: float | None = None, body: bytes | None = None,
     ) -> Record:
         """The job was put: create or update its record (events may have come first)."""
-        at = at or time.time()
-        orphan = model.orphan_id(server, queue_id)
         with self.transaction() as cur:
-            loaded = self._load_ids(cur, [submission_id, orphan])
-            record = loaded.get(submission_id)
+            records = self._queued(cur, category, [(submission_id, queue_id, server, body)],
+                                   batch, at or time.time())
+            return records[submission_id]
+
+    @retry_conflicts
+    def record_queued_many(
+        self, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
+        batch: str | None = None, at: float | None = None,
+    ) -> int:
+        """Jobs put together, as (submission_id, queue_id, server, body): `record_queued`
+        for each, in one transaction that locks every record it touches first."""
+        with self.transaction() as cur:
+            return len(self._queued(cur, category, queued, batch, at or time.time()))
+
+    def _queued(
+        self, cur: Cursor, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
+        batch: str | None, at: float,
+    ) -> dict[str, Record]:
+        orphans = {(server, queue_id): model.orphan_id(server, queue_id)
+                   for _, queue_id, server, _ in queued}
+        loaded = self._load_ids(cur, [q[0] for q in queued] + list(orphans.values()))
+        changed: dict[str, Record] = {}
+        for submission_id, queue_id, server, body in queued:
+            record = changed.get(submission_id) or loaded.get(submission_id)
             if record is None:
                 record = Record(submission_id=submission_id, category=category)
             model.queued(record, queue_id, server, at)
             record.batch = batch or record.batch
             if body is not None:
                 record.body = body.decode()
+            orphan = orphans[server, queue_id]
             orphaned = loaded.get(orphan)
             if orphaned is not None and record.attempts == 0:
                 # The worker found the job undecodable before this record was written.
@@ -184,43 +205,9 @@ class SQLStore(Database):
                               (orphan,))
                 self._execute(cur, "UPDATE bystroq_events SET submission_id = ? "
                               "WHERE submission_id = ?", (submission_id, orphan))
-            self._save(cur, [record])
-            return record
-
-    @retry_conflicts
-    def record_queued_many(
-        self, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
-        batch: str | None = None, at: float | None = None,
-    ) -> int:
-        """Jobs put together, as (submission_id, queue_id, server, body): `record_queued`
-        for each, in one transaction that locks every record it touches first."""
-        at = at or time.time()
-        with self.transaction() as cur:
-            orphans = {(server, queue_id): model.orphan_id(server, queue_id)
-                       for _, queue_id, server, _ in queued}
-            loaded = self._load_ids(cur, [q[0] for q in queued] + list(orphans.values()))
-            changed: dict[str, Record] = {}
-            for submission_id, queue_id, server, body in queued:
-                record = changed.get(submission_id) or loaded.get(submission_id)
-                if record is None:
-                    record = Record(submission_id=submission_id, category=category)
-                model.queued(record, queue_id, server, at)
-                record.batch = batch or record.batch
-                if body is not None:
-                    record.body = body.decode()
-                orphan = orphans[server, queue_id]
-                orphaned = loaded.get(orphan)
-                if orphaned is not None and record.attempts == 0:
-                    record.state, record.reason = orphaned.state, orphaned.reason
-                    record.attempts, record.attempt_done = orphaned.attempts, True
-                    record.finished_at = orphaned.finished_at
-                    self._execute(cur, "DELETE FROM bystroq_records WHERE submission_id = ?",
-                                  (orphan,))
-                    self._execute(cur, "UPDATE bystroq_events SET submission_id = ? "
-                                  "WHERE submission_id = ?", (submission_id, orphan))
-                changed[submission_id] = record
-            self._save(cur, list(changed.values()))
-            return len(changed)
+            changed[submission_id] = record
+        self._save(cur, list(changed.values()))
+        return changed
 
     @retry_conflicts
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:
