@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from bystroq.errors import UnknownCategory
 from bystroq.ops import servers, tubes
 from bystroq.ops.servers import Peeked, TubeStats, Unreachable, configured_tubes, tube_name
 from bystroq.records.views import (
@@ -47,7 +48,10 @@ def router(services: Services) -> APIRouter:
     config = services.config
 
     def tube_of(name: str) -> str:
-        tube = tube_name(config, name)
+        try:
+            tube = tube_name(config, name)
+        except UnknownCategory as exc:
+            raise Problem(404, str(exc).split(": ", 1)[-1]) from None
         if tube not in configured_tubes(config):
             raise Problem(404, f"no configured category or tube named {name!r}")
         return tube
