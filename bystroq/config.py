@@ -64,6 +64,10 @@ class CategoryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timeout: Positive | None = None
     concurrency: AtLeastOne = 1
     isolation: Literal["inline", "process"] = "inline"
+    # Refuse jobs with fields the job Struct does not have (a misspelt `widht`): invalid,
+    # failed and buried by the worker, refused by `bystroq submit`. Off: such fields are
+    # ignored (and `submit` warns).
+    strict: bool = False
 
 
 class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import types
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -155,9 +156,12 @@ _DECODE_ANY = msgspec.json.Decoder().decode
 class JobDecoder(Generic[M]):
     """Decodes job bodies into one Struct; built once per category and reused."""
 
-    def __init__(self, struct: type[M]) -> None:
+    def __init__(self, struct: type[M], strict: bool = False) -> None:
         self.struct = struct
-        self._decoder = msgspec.json.Decoder(struct)
+        # `strict`: decode into a subclass that refuses fields the Struct does not have.
+        target: type[M] = types.new_class(struct.__name__, (struct,),
+                                          {"forbid_unknown_fields": True}) if strict else struct
+        self._decoder = msgspec.json.Decoder(target)
         # (key this Struct expects, the other generation's) for its submission and queue ids.
         self._keys = _id_keys(struct)
         self._needles = [f'"{other}"'.encode() for _, other in self._keys]

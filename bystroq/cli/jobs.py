@@ -15,7 +15,13 @@ from bystroq.cli.context import BystroqCommand, State, json_option, pass_state, 
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.listener import unknown_exception_names
 from bystroq.ops.consume import ConsumeAndFeed
-from bystroq.ops.submit import check_job, job_decoder, jobs_file, submit_jobs
+from bystroq.ops.submit import (
+    check_job,
+    job_decoder,
+    jobs_file,
+    submit_jobs,
+    unknown_fields,
+)
 from bystroq.records.views import ConsumedView, SubmittedView
 
 
@@ -80,6 +86,14 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
     sources = [("--json", json_text.encode())] if json_text is not None else (
         jobs_file(file) if file is not None else [])
     jobs = [check_job(decoder, body, where) for where, body in sources]
+    ignored: dict[str, str] = {}  # unknown field -> where first seen
+    for job in jobs:
+        for key in unknown_fields(decoder, job.body):
+            ignored.setdefault(key, job.where)
+    for key, where in ignored.items():
+        render.warning(f"{where}: field `{key}` is not a field of the job type and is "
+                       "ignored; fix its name, or set `strict: true` on the category to "
+                       "refuse such jobs")
     if skip >= len(jobs) and jobs:
         raise click.UsageError(f"--skip {skip}: the file has {len(jobs)} jobs")
     interrupted: list[int] = []

@@ -37,7 +37,7 @@ def job_decoder(config: LoadedConfig, category: str) -> tuple[JobDecoder[Any] | 
         listener = load_listener(config.resolve(category).listener)
     except ListenerError as exc:
         return None, str(exc)
-    return JobDecoder(listener.job_data_type), ""
+    return JobDecoder(listener.job_data_type, strict=config.category(category).strict), ""
 
 
 def check_job(decoder: JobDecoder[Any] | None, body: bytes, where: str) -> CheckedJob:
@@ -54,6 +54,18 @@ def check_job(decoder: JobDecoder[Any] | None, body: bytes, where: str) -> Check
                           else None, where)
     except (DecodeError, msgspec.DecodeError) as exc:
         raise BystroqError(f"{where}: {exc}; nothing was submitted") from None
+
+
+def unknown_fields(decoder: JobDecoder[Any] | None, body: bytes) -> list[str]:
+    """Keys of a job the category's Struct does not have (ignored unless `strict:`)."""
+    if decoder is None:
+        return []
+    data = json_value(body)
+    if not isinstance(data, dict):
+        return []
+    known = {f.encode_name for f in msgspec.structs.fields(decoder.struct)}
+    known |= {"submissionID", "submissionId"}  # either generation of the wire
+    return [key for key in data if key not in known]
 
 
 def jobs_file(path: Path) -> Iterator[tuple[str, bytes]]:

@@ -164,7 +164,7 @@ class Worker:
         self.listener = listener or load_listener(config.listener_module(category))
         self.servers = servers_of(config.addresses)
         self.policy = RetryPolicy.of(self.conf)
-        self.decoder = JobDecoder(self.listener.job_data_type)
+        self.decoder = JobDecoder(self.listener.job_data_type, strict=self.conf.strict)
         self.wire = config.config.wire
         self.worker_id = self.options.worker_id or default_worker_id()
         self.concurrency = self.options.concurrency or self.conf.concurrency
