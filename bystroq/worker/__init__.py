@@ -15,7 +15,8 @@ from bystroq.listener import (
     load_listener,
 )
 from bystroq.messages import BaseMessage
-from bystroq.worker.loop import Outcome, Worker, WorkerOptions
+from bystroq.worker.loop import Worker, WorkerOptions
+from bystroq.worker.outcome import Outcome
 
 __all__ = [
     "Listener",
