@@ -41,3 +41,17 @@ def test_the_record_keeps_the_total(store: Store) -> None:
     store.apply_events([parse_event(msgspec.json.encode(body), "echo", "127.0.0.1:1")])
     record = store.get("t1")
     assert record is not None and (record.progress, record.total) == (25, 200)
+
+
+def test_the_view_gives_percent_and_eta_from_the_total() -> None:
+    from bystroq.records.model import Record
+    from bystroq.records.views import submission_view
+
+    record = Record(submission_id="v1", category="echo", state="started", progress=25,
+                    total=100, started_at=1000.0)
+    view = submission_view(record, now=1010.0)  # 25 of 100 in 10 s: 30 s to go
+    assert (view.total, view.percent, view.eta_s) == (100, 25.0, 30.0)
+    finished = submission_view(Record(submission_id="v2", category="echo", state="completed",
+                                      progress=100, total=100, started_at=1000.0), now=1010.0)
+    assert (finished.percent, finished.eta_s) == (100.0, None)
+    assert submission_view(Record(submission_id="v3", category="echo")).percent is None
