@@ -30,6 +30,16 @@ class ServersUnavailable(BystroqError):
     """No configured beanstalkd server accepted a connection."""
 
 
+class NotBeanstalkd(BystroqError, ConnectionError):
+    """An address answered, but not as beanstalkd does (an HTTP server, say)."""
+
+    def __init__(self, address: str, answered: str) -> None:
+        super().__init__(f'{address} is not a beanstalkd server (it answered "{answered}"); '
+                         "check its port in the config's beanstalkd.addresses")
+        self.address = address
+        self.answered = answered
+
+
 class UnknownCategory(BystroqError):
     """A tube or category name is not in the configuration."""
 

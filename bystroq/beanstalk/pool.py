@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import greenstalk
 
 from bystroq.beanstalk import framing
-from bystroq.beanstalk.connection import Connection, Server, ServerHealth, exchange
-from bystroq.errors import ServersUnavailable
+from bystroq.beanstalk.connection import Connection, exchange
+from bystroq.beanstalk.health import Server, ServerHealth
+from bystroq.errors import NotBeanstalkd, ServersUnavailable
 
 
 def connections(
@@ -28,6 +29,8 @@ def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:
     if now >= deadline:
         names = ", ".join(c.address.name for c in conns)
         why = "; ".join(dict.fromkeys(c.last_error for c in conns if c.last_error))
+        if all(isinstance(c.last_failure, NotBeanstalkd) for c in conns):
+            raise ServersUnavailable(f"no beanstalkd server at {names}: {why}")
         raise ServersUnavailable(
             f"no beanstalkd server answered ({names}){': ' + why if why else ''}; start one "
             f"(e.g. `beanstalkd -l 127.0.0.1 -p 11300`) or fix beanstalkd.addresses in the "
