@@ -97,6 +97,10 @@ class StoreUnavailable(BystroqError):
     """The records store cannot be reached (database down, disk full); try again later."""
 
 
+class DuplicateSubmission(BystroqError):
+    """A unique submit refused: a submission with this id is still queued or running."""
+
+
 class SubmitOutcomeUnknown(BystroqError):
     """A put was sent but its answer never came: the job may or may not be on the server."""
 

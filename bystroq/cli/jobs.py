@@ -67,13 +67,16 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
 @click.option("--ttr", type=click.IntRange(min=1), help="Seconds a reservation lasts.")
 @records_option
 @click.option("--no-records", is_flag=True, help="Do not write queued records.")
+@click.option("--unique/--not-unique", default=None,
+              help="Refuse jobs whose submission is still queued or running (default: the "
+                   "category's `unique:`).")
 @click.option("--skip", type=click.IntRange(min=0), default=0,
               help="With --file: check every line, then put only the jobs after the first "
                    "N (to resume an interrupted submit).")
 @pass_state
 def submit(state: State, tube: str, json_text: str | None, file: Path | None, priority: int,
            delay: int, ttr: int | None, records_url: str | None, no_records: bool,
-           skip: int) -> None:
+           unique: bool | None, skip: int) -> None:
     """Submit jobs: one with --json, or a JSON-lines --file (checked whole before any put).
     Prints each job's place as a JSON line (queueID, server, tube, submissionID)."""
     if (json_text is None) == (file is None):
@@ -107,7 +110,7 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
             store = None if no_records else stack.enter_context(state.store(records_url))
             for handle, submission_id in submit_jobs(
                     config, tube, jobs, store, priority=priority, delay=delay, ttr=ttr,
-                    skip=skip, stop=lambda: bool(interrupted)):
+                    skip=skip, stop=lambda: bool(interrupted), unique=unique):
                 render.echo_json(SubmittedView(
                     submission_id=submission_id, queue_id=handle.job_id,
                     server=handle.server.name, tube=handle.tube))

@@ -120,6 +120,7 @@ def submission(view: SubmissionView) -> None:
     fields([
         ("submission", view.submission_id), ("category", view.category),
         ("state", view.state), ("attempts", view.attempts),
+        ("runs", view.runs if view.runs > 1 else None),
         ("queueID", f"{view.queue_id} on {view.server}" if view.queue_id is not None
                     else "not put yet" if view.state == "queued" else None),
         ("worker", view.worker),

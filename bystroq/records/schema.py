@@ -77,5 +77,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (url, event_id, attempt))""",
         "CREATE INDEX bystroq_webhook_deliveries_at ON bystroq_webhook_deliveries (at)",
     ),
+    (
+        # Unique submits in flight: a submission id held by one producer's put until its
+        # queued record is written (or `until_at`, should that producer die meanwhile).
+        """CREATE TABLE bystroq_submit_claims (
+            submission_id TEXT PRIMARY KEY, until_at DOUBLE PRECISION NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

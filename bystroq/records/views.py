@@ -49,6 +49,7 @@ class SubmissionView(View, frozen=True):
     started_at: float | None
     finished_at: float | None
     updated_at: float | None
+    runs: int = 1  # times it was put: more than 1 after `retry` or a duplicate submit
 
 
 class TimelineEventView(View, frozen=True):
@@ -201,7 +202,7 @@ def submission_view(record: Record, now: float | None = None) -> SubmissionView:
         messages=list(record.messages), result=record.result, reason=record.reason,
         traceback=record.traceback, batch=record.batch, submitted_at=record.submitted_at,
         started_at=record.started_at, finished_at=record.finished_at,
-        updated_at=record.updated_at,
+        updated_at=record.updated_at, runs=len(record.prior_runs) + 1,
     )
 
 

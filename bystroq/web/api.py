@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from bystroq.config import LoadedConfig
 from bystroq.errors import (
     BystroqError,
+    DuplicateSubmission,
     JobTooBig,
     ServersUnavailable,
     SubmitOutcomeUnknown,
@@ -167,6 +168,8 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 handle = services.producer.submit(name, body)
             except JobTooBig as exc:
                 raise Problem(413, str(exc)) from None
+            except DuplicateSubmission as exc:
+                raise Problem(409, str(exc)) from None
             except ServersUnavailable as exc:
                 raise Problem(503, str(exc), headers={"Retry-After": "5"}) from None
             except SubmitOutcomeUnknown as exc:  # kept: submitting again could run it twice
