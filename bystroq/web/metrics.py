@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from starlette.routing import Mount
 
 from bystroq.metrics.beanstalkd import BeanstalkdCollector
 from bystroq.metrics.build import register_build_info
@@ -38,6 +39,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A request no route matched (a 404 for any path) counts under this one route label.
 UNMATCHED = "unmatched"
+# Route labels beyond this many count as OTHER.
+MAX_ROUTES = 200
+OTHER = "other"
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -60,6 +64,17 @@ class RequestMetrics:
             "bystroq_http_request_duration_seconds", "HTTP API request duration (to the end "
             "of the response)", ["route", "method"], buckets=DURATION_BUCKETS_S,
             registry=registry)
+        self._routes: set[str] = set()
+
+    def _label(self, template: str) -> str:
+        """The template, while fewer than MAX_ROUTES were seen (a safety net: an app
+        mounted under a path with parameters in it must not make a series per value)."""
+        if template in self._routes:
+            return template
+        if len(self._routes) >= MAX_ROUTES:
+            return OTHER
+        self._routes.add(template)
+        return template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,9 +94,28 @@ class RequestMetrics:
         finally:
             method = scope.get("method", "")
             method = method if method in METHODS else "other"
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            route = self._label(route_template(scope))
             self.requests.labels(route, method, str(status)).inc()
             self.duration.labels(route, method).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that took the request (`/v1/batches/{batch_id}`).
+
+    The route matched may be the one declared in an included router, whose path lacks
+    the prefixes it was included under: those are the request path's leading segments."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return UNMATCHED
+    if isinstance(route, Mount):
+        return template.rstrip("/") + "/{path}"
+    tail = [part for part in template.split("/") if part]
+    raw = scope.get("raw_path")  # still percent-encoded: an id's %2F stays in its segment
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
+    parts = [part for part in path.split("?")[0].split("/") if part]
+    head = parts[:max(0, len(parts) - len(tail))]
+    return "/" + "/".join(head + tail)
 
 
 def metrics_router(services: Services, registry: CollectorRegistry) -> APIRouter:
