@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from bystroq import Worker, WorkerOptions
-from bystroq.metrics.worker import WorkerFamilies
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.testing import config_for
 from bystroq.worker.observe import NoObserver, WorkerObserver
 from bystroq.worker.outcome import Outcome
@@ -34,7 +34,7 @@ def worker_run(bench: Bench, prefix: str, metrics: bool,
     """Seconds (by `clock`) for an in-process worker to run `bench.jobs` no-op jobs."""
     bench.fill(prefix + "echo", bench.jobs)
     config = config_for([bench.server.address], prefix=prefix)
-    observer = WorkerFamilies(CollectorRegistry()).observer("echo", 1) if metrics else None
+    observer = WorkerCollector(CollectorRegistry()).observer("echo", 1) if metrics else None
     with Worker(config, "echo", options=WorkerOptions(burst=True, observer=observer)) as worker:
         start = clock()
         worker.run()
@@ -69,6 +69,6 @@ def observer_cost_us(observer: WorkerObserver, jobs: int = 200_000) -> float:
 
 if __name__ == "__main__":
     for _ in range(3):
-        on = observer_cost_us(WorkerFamilies(CollectorRegistry()).observer("echo", 1))
+        on = observer_cost_us(WorkerCollector(CollectorRegistry()).observer("echo", 1))
         off = observer_cost_us(NoObserver())
         print(f"observer per job: metrics {on:.2f} µs, none {off:.2f} µs")

@@ -18,7 +18,7 @@ from bystroq.metrics.beanstalkd import BeanstalkdCollector
 from bystroq.metrics.build import register_build_info
 from bystroq.metrics.consumer import ConsumerMetrics
 from bystroq.metrics.store import StoreCollector
-from bystroq.metrics.worker import WorkerFamilies
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.web.metrics import RequestMetrics
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
@@ -30,7 +30,7 @@ SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "info": ("_info",
 def _families(config: LoadedConfig) -> Iterator[Metric]:
     """Every family the worker, the consumer and `bystroq serve` export."""
     registry = CollectorRegistry()
-    WorkerFamilies(registry)
+    WorkerCollector(registry)
     ConsumerMetrics(registry)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 from bystroq.config import LoadedConfig
 from bystroq.examples.echo import EchoJob
 from bystroq.metrics.consumer import ConsumerMetrics
-from bystroq.metrics.worker import WorkerFamilies
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.producer import Producer
 from bystroq.records import open_store
@@ -26,7 +26,7 @@ class Watched:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.worker = WorkerFamilies(self.registry).observer("echo", 1)
+        self.worker = WorkerCollector(self.registry).observer("echo", 1)
         self.consumer = ConsumerMetrics(self.registry)
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 
 from bystroq import __version__
 from bystroq.config import LoadedConfig
 from bystroq.examples.echo import EchoJob
 from bystroq.metrics.http import serving
-from bystroq.metrics.worker import WorkerFamilies
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.producer import Producer
 from bystroq.testing import Beanstalkd, config_for, config_text, free_port, wait_until
 from bystroq.worker import Worker, WorkerOptions
@@ -84,7 +85,7 @@ def test_in_process_worker_counts_each_outcome(retry_config: LoadedConfig,
     since = time.time()
     put_sequence(retry_config, tubes)
     registry = CollectorRegistry()
-    observer = WorkerFamilies(registry).observer("echo", 1)
+    observer = WorkerCollector(registry).observer("echo", 1)
     from bystroq.metrics.build import register_build_info
 
     register_build_info(registry)
@@ -181,3 +182,22 @@ def test_without_prometheus_client_the_error_says_what_to_install(config_file: P
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: --metrics-port needs prometheus_client: "
                      "pip install 'bystroq[metrics]'"]
+
+
+def test_a_worker_started_again_goes_on_counting(config: LoadedConfig, tubes: Tubes) -> None:
+    """Slot threads end with each run (as an idle worker's do); their counts stay."""
+    registry = CollectorRegistry()
+    collector = WorkerCollector(registry)
+    for run, jobs in enumerate((3, 2)):
+        with Producer(config, recorder=None) as producer:
+            for i in range(jobs):
+                producer.submit("echo", EchoJob(submissionID=f"run{run}-{i}"))
+        options = WorkerOptions(burst=True, concurrency=2,
+                                observer=collector.observer("echo", 2))
+        with Worker(config, "echo", options=options) as worker:
+            assert worker.run() == 0
+    s = Scrape(generate_latest(registry).decode())
+    assert s.value(JOBS, category="echo", outcome="completed") == 5
+    assert s.value("bystroq_worker_job_duration_seconds_count", category="echo") == 5
+    assert s.value("bystroq_worker_jobs_in_progress", category="echo") == 0
+    assert s.value("bystroq_worker_reserve_timeouts_total", category="echo") >= 4

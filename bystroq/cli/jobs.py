@@ -54,9 +54,9 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
         category = config.resolve(tube)
         observer = None
         if registry is not None:
-            from bystroq.metrics.worker import WorkerFamilies
+            from bystroq.metrics.worker import WorkerCollector
 
-            observer = WorkerFamilies(registry).observer(
+            observer = WorkerCollector(registry).observer(
                 category.name, concurrency or category.settings.concurrency)
         options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
                                 max_jobs=max_jobs, drain_timeout_s=drain_timeout,

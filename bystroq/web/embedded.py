@@ -35,7 +35,7 @@ from fastapi import APIRouter, Depends, FastAPI, Response
 from prometheus_client import CollectorRegistry
 
 from bystroq.config import LoadedConfig
-from bystroq.metrics.worker import WorkerFamilies
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.records.views import View
 from bystroq.web.auth import authorizer
 from bystroq.web.problems import ProblemRoute
@@ -132,7 +132,7 @@ class IdleWorker:
         self._jobs = 0
         self._reason: str | None = "not started"
         # Its workers' metrics, in the registry the app's /metrics serves.
-        self._metrics = WorkerFamilies(registry) if registry is not None else None
+        self._metrics = WorkerCollector(registry) if registry is not None else None
 
     # -- what the app sees ---------------------------------------------------------------
 

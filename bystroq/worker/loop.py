@@ -247,7 +247,6 @@ class Worker:
                 try:
                     outcome = slot.process(job)
                 except Exception:
-                    self.observer.job_left()
                     # A bug, not a job's failure: drop the connection so that the server
                     # gives the job out again, and stop this slot loudly.
                     self.log.exception("slot stopped on an unexpected error; the job goes "
@@ -255,10 +254,8 @@ class Worker:
                     job.conn.failed(RuntimeError("slot error"))
                     self._crashed = True
                     return
-                except BaseException:
+                finally:
                     self.observer.job_left()
-                    raise
-                self.observer.job_left()
                 self._tally(outcome)
         finally:
             slot.flush()
