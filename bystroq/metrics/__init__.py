@@ -2,8 +2,10 @@
 and `bystroq serve` export, each into a `CollectorRegistry` its caller owns (never the
 global one).
 
-- `bystroq.metrics.worker`: a worker's jobs (WorkerMetrics, a WorkerObserver);
-- `bystroq.metrics.consumer`: the events consumer (ConsumerMetrics);
+- `bystroq.metrics.worker`: a worker's jobs (WorkerCollector; its observers are what a
+  Worker is given as `WorkerOptions(observer=...)`);
+- `bystroq.metrics.consumer`: the events consumer (ConsumerMetrics, a ConsumerObserver);
+- `bystroq.metrics.build`: `bystroq_build_info`;
 - `bystroq.metrics.beanstalkd`: tubes per server, read at scrape time;
 - `bystroq.metrics.store`: submissions and batches by state, read at scrape time;
 - `bystroq.metrics.http`: prometheus_client's own HTTP server for `--metrics-port`.
@@ -15,8 +17,6 @@ prometheus_client is missing.
 from __future__ import annotations
 
 from bystroq.errors import BystroqError
-
-PREFIX = "bystroq_"
 
 
 def require(what: str) -> None:
