@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 
 from bystroq.config import LoadedConfig
 from bystroq.metrics.consumer import ConsumerMetrics
@@ -94,3 +95,24 @@ def test_consume_serves_metrics(server: Beanstalkd, prefix: str, tubes: Tubes,
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_an_event_the_store_refuses_is_a_store_error(config: LoadedConfig, tubes: Tubes,
+                                                     tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    with open_store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with store.transaction() as cur:
+            cur.execute("CREATE TRIGGER no_poison BEFORE INSERT ON bystroq_records "
+                        "WHEN NEW.submission_id = 'poison' "
+                        "BEGIN SELECT RAISE(ABORT, 'poison refused'); END")
+        with tubes.client(use=config.category("echo").events) as client:
+            for sid in ("a", "poison", "b"):
+                client.put(b'{"event": "completed", "submissionID": "%s", "at": %f}'
+                           % (sid.encode(), time.time()))
+        with ConsumeAndFeed(config, store, observer=ConsumerMetrics(registry)) as consumer:
+            consumer.drain()
+    s = Scrape(generate_latest(registry).decode())
+    assert s.value(APPLIED, category="echo", event="completed") == 2
+    assert s.value("bystroq_consumer_store_errors_total", category="echo",
+                   error="refused") == 1
+    assert s.value("bystroq_consumer_apply_lag_seconds_count", category="echo") == 2
