@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import greenstalk
 import structlog
@@ -38,6 +39,32 @@ BATCHES_PER_ROUND = 8
 IDLE_POLL_MAX_S = 0.1
 
 
+StoreError = Literal["refused", "unavailable"]
+
+
+class ConsumerObserver(Protocol):
+    """What the consumer tells whoever watches it (bystroq.metrics.consumer counts it)."""
+
+    def applied(self, category: str, events: Sequence[IncomingEvent]) -> None: ...
+
+    def malformed(self, category: str) -> None: ...
+
+    def store_error(self, category: str, error: StoreError) -> None: ...
+
+
+class NoObserver:
+    """Watches nothing: the consumer's default."""
+
+    def applied(self, category: str, events: Sequence[IncomingEvent]) -> None:
+        pass
+
+    def malformed(self, category: str) -> None:
+        pass
+
+    def store_error(self, category: str, error: StoreError) -> None:
+        pass
+
+
 @dataclass
 class ConsumerStats:
     applied: int = 0
@@ -53,7 +80,7 @@ class Consumer:
 
     def __init__(
         self, config: LoadedConfig, store: EventWriter, categories: Sequence[str] | None = None,
-        batch: int = BATCH,
+        batch: int = BATCH, observer: ConsumerObserver | None = None,
     ) -> None:
         tubes = config.config.beanstalkd.tubes
         names = [config.category_name(c) for c in categories] if categories else list(tubes)
@@ -66,6 +93,7 @@ class Consumer:
                       for server in servers_of(config.addresses)
                       for tube, name in self.category_of.items()]
         self.stats = ConsumerStats()
+        self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
 
@@ -115,23 +143,27 @@ class Consumer:
                 events.append((parse_event(job.body, category, conn.server.name, job.id), job))
             except DecodeError as exc:
                 self.stats.malformed += 1
+                self.observer.malformed(category)
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
         try:
-            stored = self._store(conn, events)
+            stored = self._store(conn, category, events)
         except StoreUnavailable:
             self.stats.store_outages += 1
+            self.observer.store_error(category, "unavailable")
             for _, job in events:  # back to ready at once, for when the store returns
                 conn.client.release(job)
             return None
         self.stats.applied += len(stored)
+        self.observer.applied(category, [event for event, _ in stored])
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
         return [job.id for _, job in stored]
 
     def _store(
-        self, conn: Connection, events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],
+        self, conn: Connection, category: str,
+        events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],
     ) -> list[tuple[IncomingEvent, greenstalk.Job[bytes]]]:
         """Apply the events in one transaction; if the store refuses the batch, apply them
         one by one and bury each it refuses. Returns those stored."""
@@ -153,6 +185,7 @@ class Consumer:
                 raise
             except Exception as exc:
                 self.stats.rejected += 1
+                self.observer.store_error(category, "refused")
                 self.log.error("event refused by the records store, buried",
                                server=conn.server.name, queueID=job.id,
                                submissionID=event.submission_id,

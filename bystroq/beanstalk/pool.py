@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import greenstalk
 
@@ -51,12 +52,22 @@ def delete_then_reserve(
     return framing.expect(deleted, b"DELETED"), framing.reserved_job(reserved)
 
 
+class JobStats(NamedTuple):
+    """What a worker reads of a job's `stats-job`."""
+
+    reserves: int
+    ttr: int
+    pri: int
+    age: int  # whole seconds since the job was put
+    deleted: bool  # whether `delete_first` found its job
+
+
 def job_reserves_ttr_pri(
     conn: Connection, job_id: int, delete_first: int | None = None
-) -> tuple[int, int, int, bool]:
-    """`stats-job`, reading only `reserves`, `ttr` and `pri` (the full YAML parse costs more
-    than the round trip on the hot path); `delete_first` (a job whose completed event is
-    stored) is deleted in the same round trip. The last value: whether it was deleted."""
+) -> JobStats:
+    """`stats-job`, reading only `reserves`, `ttr`, `pri` and `age` (the full YAML parse
+    costs more than the round trip on the hot path); `delete_first` (a job whose completed
+    event is stored) is deleted in the same round trip."""
     commands = [framing.stats_job(job_id)]
     if delete_first is not None:
         commands.insert(0, framing.delete(delete_first))
@@ -67,8 +78,8 @@ def job_reserves_ttr_pri(
         raise greenstalk.NotFoundError([])
     if status != b"OK" or stats is None:
         raise greenstalk.UnknownResponseError(status, values)
-    return (framing.stat(stats, b"reserves"), framing.stat(stats, b"ttr"),
-            framing.stat(stats, b"pri"), deleted)
+    return JobStats(framing.stat(stats, b"reserves"), framing.stat(stats, b"ttr"),
+                    framing.stat(stats, b"pri"), framing.stat(stats, b"age"), deleted)
 
 
 def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:

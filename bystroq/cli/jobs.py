@@ -7,11 +7,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from bystroq.cli import render
 from bystroq.cli.context import BystroqCommand, State, json_option, pass_state, records_option
+from bystroq.cli.metrics import exported, metrics_options
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.listener import unknown_exception_names
 from bystroq.ops.consume import ConsumeAndFeed
@@ -24,6 +26,11 @@ from bystroq.ops.submit import (
 )
 from bystroq.records.views import ConsumedView, SubmittedView
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from bystroq.consumer import ConsumerObserver
+
 
 @click.command(cls=BystroqCommand)
 @click.option("--tube", required=True, help="Category (or its submission tube) to work on.")
@@ -34,17 +41,26 @@ from bystroq.records.views import ConsumedView, SubmittedView
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds running jobs get to finish after SIGTERM/SIGINT.")
+@metrics_options
 @pass_state
 def listen(state: State, tube: str, concurrency: int | None, isolation: str | None,
-           burst: bool, max_jobs: int | None, drain_timeout: float) -> None:
+           burst: bool, max_jobs: int | None, drain_timeout: float, metrics_port: int | None,
+           metrics_host: str) -> None:
     """Run a worker for one category."""
     from bystroq.worker import Worker, WorkerOptions
 
-    options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
-                            max_jobs=max_jobs, drain_timeout_s=drain_timeout)
     config = state.config()
-    with state.app():
+    with state.app(), exported(metrics_host, metrics_port) as registry:
         category = config.resolve(tube)
+        observer = None
+        if registry is not None:
+            from bystroq.metrics.worker import WorkerCollector
+
+            observer = WorkerCollector(registry).observer(
+                category.name, concurrency or category.settings.concurrency)
+        options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
+                                max_jobs=max_jobs, drain_timeout_s=drain_timeout,
+                                observer=observer)
         retry = category.settings.retry
         unknown = unknown_exception_names(retry.on, category.listener) if retry else []
         if unknown:
@@ -123,13 +139,16 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
 @records_option
 @click.option("--burst", is_flag=True, help="Stop when no event is ready.")
 @json_option
+@metrics_options
 @pass_state
 def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst: bool,
-            as_json: bool) -> None:
+            as_json: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Apply events from the events tubes to the submission records (and feed batches)."""
     config = state.config()
-    with (state.store(records_url) as store,
-          ConsumeAndFeed(config, store, tubes or None) as consumer):
+    with (exported(metrics_host, metrics_port) as registry,
+          state.store(records_url) as store,
+          ConsumeAndFeed(config, store, tubes or None,
+                         observer=_consumer_metrics(registry)) as consumer):
         def on_signal(signum: int, frame: FrameType | None) -> None:
             consumer.stop()
 
@@ -149,3 +168,11 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
         return
     render.echo(f"applied {stats.applied} events ({stats.malformed} malformed and "
                 f"{stats.rejected} refused by the store, buried)", err=True)
+
+
+def _consumer_metrics(registry: CollectorRegistry | None) -> ConsumerObserver | None:
+    if registry is None:
+        return None
+    from bystroq.metrics.consumer import ConsumerMetrics
+
+    return ConsumerMetrics(registry)

@@ -14,7 +14,7 @@ import binascii
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -52,6 +52,9 @@ from bystroq.web.services import Services
 from bystroq.web.settings import WebSettings
 from bystroq.web.validate import check_body
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 MAX_PAGE = 500
 # Every job; the category's own Struct checks the rest (422 naming the field).
 JOB_SCHEMA = {"type": "object", "required": ["submissionID"],
@@ -65,9 +68,11 @@ assert set(StateName.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
 def create_router(config: LoadedConfig, settings: WebSettings | None = None,
-                  *, health_routes: bool = True) -> APIRouter:
+                  *, health_routes: bool = True,
+                  metrics: CollectorRegistry | None = None) -> APIRouter:
     """The API router: `/v1/...`, and `/healthz`, `/readyz` unless `health_routes` is
-    False. Its lifespan closes the store and producer it opened."""
+    False; `/metrics` over the `metrics` registry when given (bystroq.web.metrics). Its
+    lifespan closes the store and producer it opened."""
     settings = settings or WebSettings.from_config(config)
     services = Services(config, settings)
 
@@ -89,6 +94,10 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1.include_router(sse.router(services))
     v1.include_router(webhooks.router(services))
     router.include_router(v1)
+    if metrics is not None:
+        from bystroq.web.metrics import metrics_router
+
+        router.include_router(metrics_router(services, metrics))
     return router
 
 

@@ -12,6 +12,9 @@ drain on SIGTERM. Its state is `GET /v1/idle-worker`.
     app = FastAPI()
     app.include_router(create_router(config))
     idle.install(app)                  # the request tracker, the lifespan, the state route
+
+Given the `registry` of the app's `/metrics` (bystroq.web.metrics), its workers' metrics
+are served there too.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from typing import IO, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Response
+from prometheus_client import CollectorRegistry
 
 from bystroq.config import LoadedConfig
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.records.views import View
 from bystroq.web.auth import authorizer
 from bystroq.web.problems import ProblemRoute
@@ -110,7 +115,8 @@ class IdleWorker:
     def __init__(self, config: LoadedConfig, categories: Sequence[str], *,
                  idle_after_s: float = 5.0, max_lag_s: float = 0.05,
                  finish_within_s: float = 0.0, lock_path: Path | None = None,
-                 ignore_paths: Sequence[str] = ("/healthz", "/readyz")) -> None:
+                 ignore_paths: Sequence[str] = ("/healthz", "/readyz", "/metrics"),
+                 registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.categories = [config.category_name(c) for c in categories]
         self.idle_after_s, self.max_lag_s = idle_after_s, max_lag_s
@@ -125,6 +131,8 @@ class IdleWorker:
         self._threads: list[threading.Thread] = []
         self._jobs = 0
         self._reason: str | None = "not started"
+        # Its workers' metrics, in the registry the app's /metrics serves.
+        self._metrics = WorkerCollector(registry) if registry is not None else None
 
     # -- what the app sees ---------------------------------------------------------------
 
@@ -213,8 +221,10 @@ class IdleWorker:
                 self._start(workers)
 
     def _workers_for_categories(self) -> list[Worker]:
+        metrics = self._metrics
         return [Worker(self.config, category, options=WorkerOptions(
-            concurrency=1, drain_timeout_s=self.finish_within_s))
+            concurrency=1, drain_timeout_s=self.finish_within_s,
+            observer=metrics.observer(category, 1) if metrics is not None else None))
             for category in self.categories]
 
     def _start(self, workers: list[Worker]) -> None:

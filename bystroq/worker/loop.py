@@ -40,6 +40,7 @@ from bystroq.servers import (
 )
 from bystroq.worker.control import ControlListener
 from bystroq.worker.lease import LeaseKeeper
+from bystroq.worker.observe import NoObserver, WorkerObserver
 from bystroq.worker.outcome import Outcome
 from bystroq.worker.policy import RetryPolicy
 from bystroq.worker.runners import Runner
@@ -65,6 +66,8 @@ class WorkerOptions:
     # Makes each slot's runner in place of `isolation`'s (bystroq.bystro forks a child
     # per job with it).
     runner_factory: Callable[[Listener], Runner] | None = None
+    # Told of every job's reserve, run and outcome (bystroq.metrics.worker counts them).
+    observer: WorkerObserver | None = None
 
 
 def default_worker_id() -> str:
@@ -99,6 +102,7 @@ class Worker:
         self.keeper = LeaseKeeper(touch_interval_s=self.options.touch_interval_s)
         self.health = ServerHealth()  # one log line per server going down or coming back
         self.counts: Counter[Outcome] = Counter()
+        self.observer: WorkerObserver = self.options.observer or NoObserver()
         self.log = structlog.get_logger("bystroq.worker").bind(
             tube=self.conf.submission, worker=self.worker_id
         )
@@ -116,9 +120,17 @@ class Worker:
     def step(self, wait_s: float = 0) -> Outcome:
         """Reserve one job (waiting up to `wait_s`) and handle it."""
         slot = self._slot(0)
+        asked = time.monotonic()
         job = slot.reserve(wait_s)
-        outcome = slot.process(job) if job is not None else Outcome.NONE
-        self.counts[outcome] += 1
+        self.observer.reserve_waited(time.monotonic() - asked, job is not None)
+        if job is None:
+            self.counts[Outcome.NONE] += 1
+            return slot.flush() or Outcome.NONE
+        try:
+            outcome = slot.process(job)
+        finally:
+            self.observer.job_left()
+        self._tally(outcome)
         return slot.flush() or outcome
 
     # -- the long-running loop ---------------------------------------------------------
@@ -214,7 +226,9 @@ class Worker:
                     return
                 try:
                     wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
+                    asked = time.monotonic()
                     job = slot.reserve(wait_s)
+                    self.observer.reserve_waited(time.monotonic() - asked, job is not None)
                 except Exception:
                     self._unclaim()
                     self.log.exception("slot stopped on an unexpected error while reserving; "
@@ -240,16 +254,31 @@ class Worker:
                     job.conn.failed(RuntimeError("slot error"))
                     self._crashed = True
                     return
-                with self._lock:
-                    self.counts[outcome] += 1
+                finally:
+                    self.observer.job_left()
+                self._tally(outcome)
         finally:
             slot.flush()
+
+    def _tally(self, outcome: Outcome) -> None:
+        """Count what a slot's step did. The observer hears of a completed job only once
+        its completed event is stored (`completed_stored`), or of what it became instead
+        (`recount`)."""
+        with self._lock:
+            self.counts[outcome] += 1
+        if outcome is not Outcome.COMPLETED:
+            self.observer.finished(outcome)
+
+    def completed_stored(self) -> None:
+        """A completed job's event is stored: the job counts as completed."""
+        self.observer.finished(Outcome.COMPLETED)
 
     def recount(self, counted: Outcome, actual: Outcome) -> None:
         """A job counted as `counted` turned out `actual` (its deferred event failed)."""
         with self._lock:
             self.counts[counted] -= 1
             self.counts[actual] += 1
+        self.observer.finished(actual)
 
     def _claim(self) -> bool:
         with self._lock:

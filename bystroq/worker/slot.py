@@ -177,6 +177,7 @@ class Slot(Reporting):
             return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
+            self.worker.completed_stored()
             log.debug("job completed",
                      duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
@@ -231,7 +232,7 @@ class Slot(Reporting):
         try:
             with conn.lock:
                 self._pending_delete = None if pending is not None else self._pending_delete
-                attempt, ttr, job.priority, deleted = job_reserves_ttr_pri(
+                attempt, ttr, job.priority, age, deleted = job_reserves_ttr_pri(
                     conn, job.id, delete_first=pending.id if pending is not None else None)
             if pending is not None and not deleted:
                 self._delete_missed(pending)
@@ -240,6 +241,7 @@ class Slot(Reporting):
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
             return Outcome.LOST
+        worker.observer.queue_waited(age)
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
         lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
@@ -304,6 +306,7 @@ class Slot(Reporting):
             worker.keeper.remove(lease)
             with conn.lock:
                 lease.done = True
+            worker.observer.handler_ran(time.monotonic() - lease.started_at)
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
