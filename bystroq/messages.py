@@ -158,6 +158,7 @@ class JobDecoder(Generic[M]):
 
     def __init__(self, struct: type[M], strict: bool = False) -> None:
         self.struct = struct
+        self.strict = strict
         # `strict`: decode into a subclass that refuses fields the Struct does not have.
         target: type[M] = types.new_class(struct.__name__, (struct,),
                                           {"forbid_unknown_fields": True}) if strict else struct

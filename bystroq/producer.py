@@ -6,8 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
@@ -15,23 +14,20 @@ from typing import Any
 import greenstalk
 import msgspec
 
+from bystroq.bulk import BulkPut
 from bystroq.config import DEFAULT_PRIORITY, LoadedConfig
 from bystroq.errors import (
     BystroqError,
     JobTooBig,
-    ServersUnavailable,
     SubmitIncomplete,
     SubmitOutcomeUnknown,
 )
 from bystroq.messages import encode, record_key
 from bystroq.puts import (
-    Bulk,
-    Inflight,
     NoAnswer,
     bound_wait,
     check_size,
     drop_if_closed,
-    incomplete_message,
     job_submission_id,
     too_big,
     unknown_message,
@@ -39,6 +35,7 @@ from bystroq.puts import (
 from bystroq.recording import (
     FROM_CONFIG,
     UNIQUE_HOLD_S,
+    BulkRecords,
     FromConfig,
     RecorderHealth,
     RecordReader,
@@ -69,8 +66,6 @@ Job = msgspec.Struct | Mapping[str, Any] | bytes
 # Puts written at once by submit_many: large enough that a round trip is shared by many
 # jobs, small enough that a cut connection leaves few outcomes unknown.
 SUBMIT_CHUNK = 256
-# Queued records submit_many writes in one transaction.
-RECORD_BATCH = 2048
 
 
 class Producer:
@@ -128,16 +123,15 @@ class Producer:
         `unique` (default: the category's `unique:`) refuses, with DuplicateSubmission, a
         job whose submission is still queued or running (it needs the records store).
         """
-        with self._unique(category, [job], unique):
+        with self._unique(category, lambda: [job_submission_id(job)], unique):
             return self._submit(category, job, priority=priority, delay=delay, ttr=ttr,
                                 batch=batch)
 
-    def _unique(self, category: str, jobs: Sequence[Job], unique: bool | None
-                ) -> AbstractContextManager[None]:
+    def _unique(self, category: str, ids: Callable[[], Sequence[str | int | None]],
+                unique: bool | None) -> AbstractContextManager[None]:
         if not (self.config.category(category).unique if unique is None else unique):
             return nullcontext()
-        return unique_claims(self.recorder, [job_submission_id(job) for job in jobs],
-                             hold_s=self.wait_s + UNIQUE_HOLD_S)
+        return unique_claims(self.recorder, ids(), hold_s=self.wait_s + UNIQUE_HOLD_S)
 
     def _submit(
         self,
@@ -229,17 +223,27 @@ class Producer:
         batch: str | None = None,
         chunk: int = SUBMIT_CHUNK,
         unique: bool | None = None,
+        ids: Sequence[str | int | None] | None = None,
     ) -> list[Submitted]:
         """`submit` for many jobs (see `_submit_many`); with `unique`, nothing is put
-        when any of them is still queued or running (DuplicateSubmission names one)."""
-        with self._unique(category, jobs, unique):
-            return self._submit_many(category, jobs, priority=priority, delay=delay,
+        when any of them is still queued or running (DuplicateSubmission names one).
+        `ids`: the jobs' submissionIDs, when the caller has them (bodies given as bytes
+        are then not decoded again to find them)."""
+        if ids is None:
+            record = self.recorder is not None
+            ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
+                   for job in jobs]
+        elif len(ids) != len(jobs):
+            raise ValueError(f"{len(ids)} submission ids for {len(jobs)} jobs")
+        with self._unique(category, lambda: ids, unique):
+            return self._submit_many(category, jobs, ids, priority=priority, delay=delay,
                                      ttr=ttr, batch=batch, chunk=chunk)
 
     def _submit_many(
         self,
         category: str,
         jobs: Sequence[Job],
+        ids: Sequence[str | int | None],
         *,
         priority: int,
         delay: int,
@@ -258,95 +262,23 @@ class Producer:
         """
         conf = self.config.category(category)
         name = self.config.category_name(category)
-        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
-        record = self.recorder is not None
-        ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
-               for job in jobs]
-        commands = [put_command(body, priority, delay, ttr or conf.ttr) for body in bodies]
-        bulk = Bulk(len(jobs))
-        longest = max(map(len, bodies), default=0)
-        todo = deque(list(range(start, min(len(jobs), start + chunk)))
-                     for start in range(0, len(jobs), chunk))
-        deadline = time.monotonic() + self.wait_s
-        unrecorded: list[int] = []  # jobs whose records are written together
-        # Chunks written and not yet answered (at most two: the server works on the next
-        # while the answers to the last are read); each holds its connection's lock.
-        inflight: deque[Inflight] = deque()
-
-        def settle_oldest() -> None:
-            nonlocal unrecorded, deadline
-            sent = inflight.popleft()
-            try:
-                refused = self._read_chunk(sent, bulk)
-            finally:
-                sent.conn.lock.release()
-            if refused:  # draining or out of memory: the rest goes to other servers
-                todo.append(refused)
-                if not any(other.conn is sent.conn for other in inflight):
-                    sent.conn.failed(greenstalk.UnknownResponseError(b"refused", []))
-            unrecorded += sent.part
-            if len(unrecorded) >= RECORD_BATCH:
-                self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
-                unrecorded = []
-            deadline = time.monotonic() + self.wait_s
-
-        try:
-            while todo or inflight:
-                if not todo or len(inflight) == 2:
-                    settle_oldest()
-                    continue
-                conn = self._next_ready()
-                if conn is None:
-                    if inflight:
-                        settle_oldest()
-                        continue
-                    try:
-                        wait_for_any(self._conns, deadline)
-                    except ServersUnavailable:
-                        bulk.not_put += [i for part in todo for i in part]
-                        break
-                    continue
-                part = todo.popleft()
-                conn.lock.acquire()
-                try:
-                    if not any(sent.conn is conn for sent in inflight):
-                        drop_if_closed(conn)
-                    bound_wait(conn, deadline - time.monotonic(), self.wait_s)
-                    if longest > conn.max_job_size():
-                        index, biggest = max(enumerate(bodies), key=lambda b: len(b[1]))
-                        if not bulk.any_put and not inflight:
-                            raise JobTooBig(too_big(conn, biggest), index)
-                        bulk.not_put += [i for p in (part, *todo) for i in p]
-                        todo.clear()
-                        conn.lock.release()
-                        continue  # a server with a smaller limit: the rest is reported
-                    conn.use_tube(conf.submission)
-                except CONNECTION_ERRORS as exc:
-                    conn.failed(exc)
-                    todo.appendleft(part)
-                    conn.lock.release()
-                    continue
-                except BaseException:
-                    conn.lock.release()
-                    raise
-                sent = self._send_chunk(conn, part, commands, bulk)
-                if sent is None:
-                    conn.lock.release()
-                else:
-                    inflight.append(sent)
-        finally:
-            for sent in inflight:  # only after an unexpected error: give the locks back
-                sent.conn.lock.release()
-        if unrecorded:
-            self._record_chunk(name, ids, bodies, bulk, unrecorded, batch)
+        wire = self.config.config.wire
+        bodies = [job if isinstance(job, bytes) else encode(job, wire) for job in jobs]
+        records = BulkRecords(self.recorder, self._records, name, ids, bodies, batch)
+        head = b"put %d %d %d " % (priority, delay, ttr or conf.ttr)
+        bulk = BulkPut(self._conns, self._next_ready, conf.submission, bodies, head,
+                       self.wait_s, chunk, records.settled).run()
+        records.flush(bulk)
         reader = self._reader()
-        handles = [None if h is None else Submitted(h[0], h[1], conf.submission, ids[i],
-                                                    records=reader)
-                   for i, h in enumerate(bulk.handles)]
+        tube = conf.submission
+        handles = [None if job_id is None or server is None
+                   else Submitted(job_id, server, tube, sid, reader)
+                   for job_id, server, sid in zip(bulk.job_ids, bulk.servers, ids,
+                                                  strict=True)]
         if bulk.unknown or bulk.not_put:
-            raise SubmitIncomplete(incomplete_message(bulk, self.wait_s), handles,
+            raise SubmitIncomplete(bulk.message(self.wait_s), handles,
                                    sorted(bulk.unknown), sorted(bulk.not_put))
-        return [h for h in handles if h is not None]
+        return handles  # type: ignore[return-value]  # every job is in: none is None
 
     def _next_ready(self) -> Connection | None:
         with self._lock:
@@ -356,67 +288,6 @@ class Producer:
                 if conn.ready():
                     return conn
         return None
-
-    def _send_chunk(self, conn: Connection, part: list[int], commands: list[bytes],
-                    bulk: Bulk) -> Inflight | None:
-        """Write a chunk's puts at once (the caller holds the connection's lock); None if
-        the write failed (the chunk's outcome is then unknown)."""
-        sent_at = time.time()
-        try:
-            conn.send([commands[i] for i in part])
-        except CONNECTION_ERRORS as exc:
-            conn.failed(exc)  # some of the chunk may have reached the server
-            bulk.lost(part, conn.server, sent_at, exc)
-            return None
-        return Inflight(conn, conn.generation, part, sent_at)
-
-    def _read_chunk(self, sent: Inflight, bulk: Bulk) -> list[int]:
-        """Read a written chunk's answers; returns the jobs the server refused (not put:
-        they go to another server). Those never answered are unknown."""
-        conn, part = sent.conn, sent.part
-        answered: list[bytes] = []
-        try:
-            if conn.generation != sent.generation:  # its connection failed since
-                raise ConnectionError("the connection was lost before the answers")
-            while len(answered) < len(part):  # in slices: a cut leaves the answered known
-                answered += conn.read_lines(min(64, len(part) - len(answered)))
-        except CONNECTION_ERRORS as exc:
-            if conn.generation == sent.generation:
-                conn.failed(exc)
-            bulk.lost(part[len(answered):], conn.server, sent.sent_at, exc)
-        refused: list[int] = []
-        server, handles = conn.server, bulk.handles
-        for index, line in zip(part, answered, strict=False):
-            if line.startswith((b"INSERTED ", b"BURIED ")):  # BURIED: in, but out of memory
-                handles[index] = (int(line.split()[1]), server)
-                bulk.any_put = True
-            else:
-                refused.append(index)
-        return refused
-
-    def _record_chunk(self, name: str, ids: list[str | int | None], bodies: list[bytes],
-                      bulk: Bulk, part: list[int], batch: str | None) -> None:
-        """Records of the jobs `part`: queued ones in one write, unknown ones each."""
-        recorder = self.recorder
-        if recorder is None:
-            return
-        queued = [(i, h) for i in part if (h := bulk.handles[i]) is not None]
-        keys = {i: record_key(sid) for i in part if (sid := ids[i]) is not None}
-        rows = [(keys[i], h[0], h[1].name, bodies[i]) for i, h in queued if i in keys]
-        many = getattr(recorder, "record_queued_many", None)
-        if rows and many is not None:
-            self._records.write(partial(many, name, rows, batch=batch))
-        else:
-            for sid, job_id, server_name, body in rows:
-                self._records.write(partial(recorder.record_queued, sid, name, job_id,
-                                            server_name, batch=batch, body=body))
-        for i in part:
-            lost, key = bulk.lost_at.get(i), keys.get(i)
-            if lost is not None and key is not None:
-                lost_on, sent_at, reason = lost
-                self._records.write(partial(
-                    recorder.record_submit_unknown, key, name, lost_on.name,
-                    reason, sent_at, batch=batch, body=bodies[i]))
 
     @property
     def servers(self) -> list[Server]:

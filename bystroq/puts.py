@@ -1,10 +1,9 @@
-"""The bookkeeping of puts: deadlines and sizes, a bulk submit's chunks in flight and what
-became of each job, the messages for puts never answered, and a job's submissionID."""
+"""The bookkeeping of puts: deadlines and sizes, the messages for puts never answered, and
+a job's submissionID."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -16,48 +15,6 @@ from bystroq.servers import (
     Connection,
     Server,
 )
-
-
-@dataclass
-class Inflight:
-    """A chunk of puts written over `conn` (in its `generation`) and not yet answered."""
-
-    conn: Connection
-    generation: int
-    part: list[int]
-    sent_at: float
-
-
-class Bulk:
-    """Where each job of a bulk submit stands."""
-
-    def __init__(self, count: int) -> None:
-        self.handles: list[tuple[int, Server] | None] = [None] * count
-        self.unknown: list[int] = []
-        self.not_put: list[int] = []
-        self.lost_at: dict[int, tuple[Server, float, str]] = {}
-        self.any_put = False
-
-    def lost(self, indices: list[int], server: Server, sent_at: float,
-             error: BaseException) -> None:
-        reason = (f"{server} did not answer a bulk put within the wait "
-                  f"({str(error) or type(error).__name__}); it may still run: do not submit "
-                  f"it again")
-        self.unknown += indices
-        for index in indices:
-            self.lost_at[index] = (server, sent_at, reason)
-
-
-def incomplete_message(bulk: Bulk, wait_s: float) -> str:
-    done = sum(h is not None for h in bulk.handles)
-    parts = [f"{done} of {len(bulk.handles)} jobs were submitted"]
-    if bulk.unknown:
-        parts.append(f"{len(bulk.unknown)} were sent and never answered (outcome unknown: do "
-                     f"not submit them again; their records say unknown)")
-    if bulk.not_put:
-        parts.append(f"{len(bulk.not_put)} were not put (no server took them within "
-                     f"{wait_s:g} s; submitting those again is safe)")
-    return "; ".join(parts)
 
 
 class NoAnswer(Exception):
@@ -114,13 +71,13 @@ def either_id(data: Mapping[str, Any]) -> str | int | None:
 
 
 def job_submission_id(job: msgspec.Struct | Mapping[str, Any] | bytes) -> str | int | None:
+    if isinstance(job, msgspec.Struct):  # the usual case first
+        value = getattr(job, "submissionID", None)
+        return value if isinstance(value, str | int) else None
     if isinstance(job, bytes):
         try:
             data = msgspec.json.decode(job)
         except msgspec.DecodeError:
             return None
         return either_id(data) if isinstance(data, dict) else None
-    if isinstance(job, Mapping):
-        return either_id(job)
-    value = getattr(job, "submissionID", None)
-    return value if isinstance(value, (str, int)) else None
+    return either_id(job)

@@ -147,12 +147,14 @@ class Connection:
             raise ConnectionError("the connection was closed")
         return self._read()
 
-    def read_lines(self, count: int) -> list[bytes]:
+    def read_lines(self, count: int, into: list[bytes] | None = None) -> list[bytes]:
         """The next `count` replies, for commands whose replies never have a body (puts),
-        as their lines."""
+        as their lines, appended to `into` as they come (so that after a cut it holds
+        those that were read)."""
         if self._sock is None:
             raise ConnectionError("the connection was closed")
-        out: list[bytes] = []
+        out: list[bytes] = [] if into is None else into
+        count += len(out)
         while True:
             if not self._verified:
                 self._verify()

@@ -17,13 +17,7 @@ from bystroq.cli.metrics import exported, metrics_options
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.listener import unknown_exception_names
 from bystroq.ops.consume import ConsumeAndFeed
-from bystroq.ops.submit import (
-    check_job,
-    job_decoder,
-    jobs_file,
-    submit_jobs,
-    unknown_fields,
-)
+from bystroq.ops.submit import JobChecker, job_decoder, jobs_file, submit_jobs
 from bystroq.records.views import ConsumedView, SubmittedView
 
 if TYPE_CHECKING:
@@ -104,12 +98,9 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
         render.warning(f"jobs checked as JSON objects only: {why}")
     sources = [("--json", json_text.encode())] if json_text is not None else (
         jobs_file(file) if file is not None else [])
-    jobs = [check_job(decoder, body, where) for where, body in sources]
-    ignored: dict[str, str] = {}  # unknown field -> where first seen
-    for job in jobs:
-        for key in unknown_fields(decoder, job.body):
-            ignored.setdefault(key, job.where)
-    for key, where in ignored.items():
+    checker = JobChecker(decoder)
+    jobs = [checker.check(body, where) for where, body in sources]
+    for key, where in checker.ignored.items():
         render.warning(f"{where}: field `{key}` is not a field of the job type and is "
                        "ignored; fix its name, or set `strict: true` on the category to "
                        "refuse such jobs")
@@ -124,10 +115,11 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
     try:
         with contextlib.ExitStack() as stack:
             store = None if no_records else stack.enter_context(state.store(records_url))
+            emit = stack.enter_context(render.json_lines())
             for handle, submission_id in submit_jobs(
                     config, tube, jobs, store, priority=priority, delay=delay, ttr=ttr,
                     skip=skip, stop=lambda: bool(interrupted), unique=unique):
-                render.echo_json(SubmittedView(
+                emit(SubmittedView(
                     submission_id=submission_id, queue_id=handle.job_id,
                     server=handle.server.name, tube=handle.tube))
     finally:

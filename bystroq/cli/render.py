@@ -59,6 +59,28 @@ def echo_json(view: View | list[Any]) -> None:
     click.echo(to_json(view))
 
 
+@contextmanager
+def json_lines(every: int = 1000) -> Iterator[Callable[[View], None]]:
+    """`emit(view)` for many views, one JSON line each on stdout, written `every` lines
+    at a time (and whatever is left when the block ends, also on an error)."""
+    lines: list[str] = []
+
+    def flush() -> None:
+        if lines:
+            click.echo("\n".join(lines))
+            lines.clear()
+
+    def emit(view: View) -> None:
+        lines.append(to_json(view))
+        if len(lines) >= every:
+            flush()
+
+    try:
+        yield emit
+    finally:
+        flush()
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]],
           styles: dict[str, str] | None = None) -> None:
     """Rows under a header, columns aligned; `styles` colours a cell by its text."""

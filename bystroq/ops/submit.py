@@ -58,16 +58,48 @@ def check_job(decoder: JobDecoder[Any] | None, body: bytes, where: str) -> Check
         raise BystroqError(f"{where}: {exc}; nothing was submitted") from None
 
 
-def unknown_fields(decoder: JobDecoder[Any] | None, body: bytes) -> list[str]:
-    """Keys of a job the category's Struct does not have (ignored unless `strict:`)."""
+def unknown_fields(decoder: JobDecoder[Any] | None, body: bytes,
+                   known: frozenset[str] | None = None) -> list[str]:
+    """Keys of a job the category's Struct does not have (ignored unless `strict:`);
+    `known`: the Struct's field names, from `known_fields` (else found again)."""
     if decoder is None:
         return []
     data = json_value(body)
     if not isinstance(data, dict):
         return []
-    known = {f.encode_name for f in msgspec.structs.fields(decoder.struct)}
-    known |= {"submissionID", "submissionId"}  # either generation of the wire
+    known = known_fields(decoder.struct) if known is None else known
     return [key for key in data if key not in known]
+
+
+def known_fields(struct: type[msgspec.Struct]) -> frozenset[str]:
+    """The names a job of `struct` may have on the wire (either spelling of the id)."""
+    names = {f.encode_name for f in msgspec.structs.fields(struct)}
+    return frozenset(names | {"submissionID", "submissionId"})
+
+
+class JobChecker:
+    """Checks jobs against a category's Struct (`check_job`), noting the first place each
+    field the Struct lacks was seen (`ignored`), with one decode for a job that has none:
+    it is decoded by a copy of the Struct that refuses unknown fields, and only a job
+    that copy refuses is looked at again."""
+
+    def __init__(self, decoder: JobDecoder[Any] | None) -> None:
+        self.decoder = decoder
+        self.ignored: dict[str, str] = {}  # unknown field -> where first seen
+        self._exact = (JobDecoder(decoder.struct, strict=True)
+                       if decoder is not None and not decoder.strict else None)
+        self._known = known_fields(decoder.struct) if decoder is not None else frozenset()
+
+    def check(self, body: bytes, where: str) -> CheckedJob:
+        if self._exact is not None:
+            try:
+                return CheckedJob(body, self._exact.decode(body).submissionID, where)
+            except DecodeError:
+                pass  # invalid, or has fields the Struct lacks: the lenient decode says
+        job = check_job(self.decoder, body, where)
+        for key in unknown_fields(self.decoder, body, self._known):
+            self.ignored.setdefault(key, where)
+        return job
 
 
 def jobs_file(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -141,7 +173,8 @@ def submit_jobs(
             try:
                 handles = producer.submit_many(category, [job.body for job in part],
                                                priority=priority, delay=delay, ttr=ttr,
-                                               unique=False)
+                                               unique=False,
+                                               ids=[job.submission_id for job in part])
             except JobTooBig as exc:
                 where = part[exc.index].where if exc.index is not None else ""
                 raise JobTooBig(f"{where}: {exc}" if where else str(exc)) from None
