@@ -266,9 +266,12 @@ class Producer:
         bodies = [job if isinstance(job, bytes) else encode(job, wire) for job in jobs]
         records = BulkRecords(self.recorder, self._records, name, ids, bodies, batch)
         head = b"put %d %d %d " % (priority, delay, ttr or conf.ttr)
-        bulk = BulkPut(self._conns, self._next_ready, conf.submission, bodies, head,
-                       self.wait_s, chunk, records.settled).run()
-        records.flush(bulk)
+        put = BulkPut(self._conns, self._next_ready, conf.submission, bodies, head,
+                      self.wait_s, chunk, records.settled)
+        try:
+            bulk = put.run()
+        finally:
+            records.finish(put.bulk)
         reader = self._reader()
         tube = conf.submission
         handles = [None if job_id is None or server is None

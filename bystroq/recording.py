@@ -4,6 +4,7 @@ and Submitted (where a job went; `wait()` for its record)."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -182,7 +183,11 @@ class RecorderHealth:
 
 class BulkRecords:
     """The records of a bulk submit's jobs, written as the fate of each chunk is known:
-    queued ones RECORD_BATCH at a time in one write, unknown ones one by one (rare)."""
+    queued ones RECORD_BATCH at a time in one write, unknown ones one by one (rare).
+
+    The writes run on a thread of their own while the puts go on (the database works
+    while the servers do); `finish()` waits for the last of them, so every job put has
+    its record when the submit returns."""
 
     def __init__(self, recorder: SubmitRecorder | None, health: RecorderHealth,
                  category: str, ids: Sequence[str | int | None], bodies: Sequence[bytes],
@@ -190,18 +195,41 @@ class BulkRecords:
         self.recorder, self.health, self.category = recorder, health, category
         self.ids, self.bodies, self.batch = ids, bodies, batch
         self._pending: list[int] = []
+        self._parts: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def settled(self, bulk: Bulk, part: Sequence[int]) -> None:
         """The jobs `part` are in, unknown or not put: record them (in a while)."""
         if self.recorder is not None:
             self._pending += part
             if len(self._pending) >= RECORD_BATCH:
-                self.flush(bulk)
+                self._hand_off(bulk)
 
-    def flush(self, bulk: Bulk) -> None:
-        """Write what is pending."""
-        recorder, part, self._pending = self.recorder, self._pending, []
-        if recorder is None or not part:
+    def finish(self, bulk: Bulk) -> None:
+        """Write what is pending, and wait until every record is written."""
+        self._hand_off(bulk)
+        if self._writer is not None:
+            self._parts.put(None)
+            self._writer.join()
+            self._writer = None
+
+    def _hand_off(self, bulk: Bulk) -> None:
+        part, self._pending = self._pending, []
+        if not part:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_all, args=(bulk,),
+                                            name="bystroq-records", daemon=True)
+            self._writer.start()
+        self._parts.put(part)
+
+    def _write_all(self, bulk: Bulk) -> None:
+        while (part := self._parts.get()) is not None:
+            self._write(bulk, part)
+
+    def _write(self, bulk: Bulk, part: list[int]) -> None:
+        recorder = self.recorder
+        if recorder is None:
             return
         ids, bodies, job_ids, servers = self.ids, self.bodies, bulk.job_ids, bulk.servers
         names: dict[Server | None, str] = {}

@@ -45,6 +45,28 @@ def record_row(record: Record) -> tuple[Any, ...]:
     return tuple(values)
 
 
+# The row of a new record, filled in by new_queued_row.
+_NEW = record_row(Record(submission_id="", category=""))
+_AT = {c: RECORD_COLUMNS.index(c) for c in (
+    "submission_id", "category", "queue_id", "server", "batch", "submitted_at",
+    "updated_at", "body")}
+
+
+def new_queued_row(submission_id: str, category: str, queue_id: int, server: str,
+                   batch: str | None, at: float, body: str | None) -> tuple[Any, ...]:
+    """The row of a record created by its job's put: what `model.queued` makes of a new
+    record (`record_row(record)`), made without the record (tests hold the two equal)."""
+    row = list(_NEW)
+    at_ = _AT
+    row[at_["submission_id"]] = storable(submission_id)
+    row[at_["category"]] = storable(category)
+    row[at_["queue_id"]], row[at_["server"]] = queue_id, storable(server)
+    row[at_["batch"]] = None if batch is None else storable(batch)
+    row[at_["submitted_at"]] = row[at_["updated_at"]] = at
+    row[at_["body"]] = None if body is None else storable(body)
+    return tuple(row)
+
+
 _JSON_DECODE = msgspec.json.Decoder()
 
 

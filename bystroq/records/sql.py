@@ -24,7 +24,14 @@ from bystroq.messages import key_to_submission_id
 from bystroq.records import model
 from bystroq.records.database import Cursor, Database, retry_conflicts
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
-from bystroq.records.rows import RECORD_COLUMNS, event_row, lock_key, record_row, row_record
+from bystroq.records.rows import (
+    RECORD_COLUMNS,
+    event_row,
+    lock_key,
+    new_queued_row,
+    record_row,
+    row_record,
+)
 
 __all__ = ["SQLStore"]
 
@@ -164,9 +171,9 @@ class SQLStore(Database):
     ) -> Record:
         """The job was put: create or update its record (events may have come first)."""
         with self.transaction() as cur:
-            records = self._queued(cur, category, [(submission_id, queue_id, server, body)],
-                                   batch, at or time.time())
-            return records[submission_id]
+            self._queued(cur, category, [(submission_id, queue_id, server, body)], batch,
+                         at or time.time())
+            return self._load_ids(cur, [submission_id], lock=False)[submission_id]
 
     @retry_conflicts
     def record_queued_many(
@@ -176,26 +183,37 @@ class SQLStore(Database):
         """Jobs put together, as (submission_id, queue_id, server, body): `record_queued`
         for each, in one transaction that locks every record it touches first."""
         with self.transaction() as cur:
-            return len(self._queued(cur, category, queued, batch, at or time.time()))
+            return self._queued(cur, category, queued, batch, at or time.time())
 
     def _queued(
         self, cur: Cursor, category: str, queued: Sequence[tuple[str, int, str, bytes | None]],
         batch: str | None, at: float,
-    ) -> dict[str, Record]:
+    ) -> int:
+        """Records for jobs put; how many. A record that did not exist is written as the
+        row `model.queued` makes of a new record (rows.new_queued_row), without building
+        the record: the usual case of a bulk submit."""
         orphans = {(server, queue_id): model.orphan_id(server, queue_id)
                    for _, queue_id, server, _ in queued}
         loaded = self._load_ids(cur, [q[0] for q in queued] + list(orphans.values()))
         changed: dict[str, Record] = {}
+        fresh: dict[str, tuple[Any, ...]] = {}
         for submission_id, queue_id, server, body in queued:
+            orphan = orphans[server, queue_id]
+            orphaned = loaded.get(orphan)
             record = changed.get(submission_id) or loaded.get(submission_id)
+            if record is None and orphaned is None:
+                if submission_id not in fresh:
+                    fresh[submission_id] = new_queued_row(
+                        submission_id, category, queue_id, server, batch, at,
+                        None if body is None else body.decode())
+                    continue
+                record = row_record(fresh.pop(submission_id))  # put twice in one go
             if record is None:
                 record = Record(submission_id=submission_id, category=category)
             model.queued(record, queue_id, server, at)
             record.batch = batch or record.batch
             if body is not None:
                 record.body = body.decode()
-            orphan = orphans[server, queue_id]
-            orphaned = loaded.get(orphan)
             if orphaned is not None and record.attempts == 0:
                 # The worker found the job undecodable before this record was written.
                 record.state, record.reason = orphaned.state, orphaned.reason
@@ -207,7 +225,10 @@ class SQLStore(Database):
                               "WHERE submission_id = ?", (submission_id, orphan))
             changed[submission_id] = record
         self._save(cur, list(changed.values()))
-        return changed
+        # None of these exists (all are locked): a plain insert.
+        self._insert_many(cur, f"INSERT INTO bystroq_records ({', '.join(RECORD_COLUMNS)}) "
+                               "VALUES", list(fresh.values()), "")
+        return len(changed) + len(fresh)
 
     @retry_conflicts
     def record_submit_failed(self, submission_id: str, category: str, reason: str) -> Record:
