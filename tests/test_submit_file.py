@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bystroq.config import LoadedConfig
-from bystroq.ops.submit import SubmitStopped, check_job, submit_jobs
+from bystroq.ops.submit import SLICE, SubmitStopped, check_job, submit_jobs
 from bystroq.records import Store
 from tests.conftest import Invoke, Tubes
 
@@ -59,8 +59,9 @@ def test_skip_resumes_after_the_first_n(records_cli: Invoke, config: LoadedConfi
 def test_a_stopped_submit_says_how_to_resume_and_every_job_put_has_its_record(
     config: LoadedConfig, store: Store, tubes: Tubes
 ) -> None:
+    total = 2 * SLICE + SLICE // 2
     jobs = [check_job(None, json.dumps({"submissionID": f"j{n}"}).encode(), f"f:{n + 1}")
-            for n in range(2500)]
+            for n in range(total)]
     asked = []
 
     def stop() -> bool:  # Ctrl-C lands while the first slice is being put
@@ -68,8 +69,9 @@ def test_a_stopped_submit_says_how_to_resume_and_every_job_put_has_its_record(
         return len(asked) > 1
 
     put = []
-    with pytest.raises(SubmitStopped, match="submitted 1000 of 2500; resume with --skip 1000"):
+    with pytest.raises(SubmitStopped,
+                       match=f"submitted {SLICE} of {total}; resume with --skip {SLICE}"):
         for handle, _ in submit_jobs(config, "echo", jobs, store, stop=stop):
             put.append(handle)
-    assert len(put) == 1000 == tubes.counts(config.category("echo").submission)["ready"]
-    assert store.count_by_state() == {"queued": 1000}
+    assert len(put) == SLICE == tubes.counts(config.category("echo").submission)["ready"]
+    assert store.count_by_state() == {"queued": SLICE}
