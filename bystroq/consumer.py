@@ -1,8 +1,10 @@
 """The events consumer: events tubes on every server → submission records.
 
 Each round reserves a batch of events per server (one pipelined round trip), applies them
-to the store in one transaction, and only then deletes them, in the same write as the
-reserves of the next batch while batches come full (one round trip a batch). A crash
+to the store in one transaction, and only then deletes them; while batches come full, the
+reserves of the next batch are written before the store's transaction and the deletes of
+a committed batch go with them (one round trip a batch, the server's work and the
+store's overlapping). A crash
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
@@ -27,9 +29,9 @@ from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
     ServerHealth,
-    delete_and_reserve_many,
-    delete_many,
-    reserve_many,
+    queue_deletes,
+    queue_releases,
+    queue_reserves,
     servers_of,
 )
 
@@ -115,22 +117,36 @@ class Consumer:
 
     def _round(self, conn: Connection, category: str) -> int:
         """Batches from one server while they come full (at most BATCHES_PER_ROUND, so
-        other servers are not kept waiting); the deletes of a stored batch go in the same
-        write as the reserves of the next."""
+        other servers are not kept waiting).
+
+        The reserves of the next batch are written before a batch goes to the store, with
+        the deletes of the batch before it (committed by then): the server answers while
+        the store works, one write and one wait a batch. Events are deleted only after
+        their commit; those reserved and not applied are released, in order."""
         applied = 0
-        jobs = reserve_many(conn, self.batch)
+        jobs: list[greenstalk.Job[bytes]] = []
+        queue_reserves(conn, self.batch, jobs)
+        conn.settle()
+        committed: list[int] = []  # event jobs stored, to delete
         for turn in range(BATCHES_PER_ROUND):
             if not jobs:
                 break
+            following: list[greenstalk.Job[bytes]] = []
+            more = len(jobs) == self.batch and turn < BATCHES_PER_ROUND - 1
+            queue_deletes(conn, committed)
+            if more:
+                queue_reserves(conn, self.batch, following)
+            conn.flush()
             stored = self._apply(conn, category, jobs)
-            if stored is None:
-                break  # the store is unavailable: the events were released
-            applied += len(stored)
-            if (len(jobs) < self.batch or turn == BATCHES_PER_ROUND - 1
-                    or self.store.available_in() > 0):
-                delete_many(conn, stored)  # only after the commit
+            conn.settle()
+            committed = stored or []
+            applied += len(committed)
+            if stored is None or self.store.available_in() > 0:
+                queue_releases(conn, [job.id for job in following])  # for when it is back
                 break
-            jobs = delete_and_reserve_many(conn, stored, self.batch)
+            jobs = following
+        queue_deletes(conn, committed)
+        conn.settle()
         return applied
 
     def _apply(self, conn: Connection, category: str,
@@ -152,8 +168,8 @@ class Consumer:
         except StoreUnavailable:
             self.stats.store_outages += 1
             self.observer.store_error(category, "unavailable")
-            for _, job in events:  # back to ready at once, for when the store returns
-                conn.client.release(job)
+            # Back to ready at once, for when the store returns.
+            queue_releases(conn, [job.id for _, job in events])
             return None
         self.stats.applied += len(stored)
         self.observer.applied(category, [event for event, _ in stored])

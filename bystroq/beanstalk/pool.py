@@ -118,3 +118,42 @@ def next_job_id(conn: Connection) -> int:
     job_id = client.put(b"", delay=3600)
     client.delete(job_id)
     return int(job_id) + 1
+
+
+# -- commands queued on a connection's outbox, answered when it is settled ----------------
+
+
+def queue_reserves(conn: Connection, count: int, into: list[greenstalk.Job[bytes]],
+                   first_wait_s: int = 0) -> None:
+    """Queue `count` reserves (the first waiting up to `first_wait_s` for a job, the rest
+    `reserve-with-timeout 0`); each job reserved is appended to `into` as its answer is
+    read."""
+    def reserved(reply: framing.Reply) -> None:
+        job = framing.reserved_job(reply)
+        if job is not None:
+            into.append(job)
+
+    conn.queue(framing.reserve(first_wait_s), reserved)
+    for _ in range(count - 1):
+        conn.queue(framing.reserve(0), reserved)
+
+
+def queue_deletes(conn: Connection, job_ids: Sequence[int]) -> None:
+    """Queue deletes; a job no longer there is fine, any other error answer raises when
+    it is read."""
+    for job_id in job_ids:
+        conn.queue(framing.delete(job_id), _deleted)
+
+
+def queue_releases(conn: Connection, job_ids: Sequence[int]) -> None:
+    """Queue releases (back to ready at once, at the default priority)."""
+    for job_id in job_ids:
+        conn.queue(framing.release(job_id), _released)
+
+
+def _deleted(reply: framing.Reply) -> None:
+    framing.expect(reply, b"DELETED")
+
+
+def _released(reply: framing.Reply) -> None:
+    framing.expect(reply, b"RELEASED")
