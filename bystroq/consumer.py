@@ -35,9 +35,11 @@ from bystroq.servers import (
     servers_of,
 )
 
-BATCH = 500
+# Events a transaction: a larger one writes each page of the indexes it touches once for
+# more events (SQLite: a quarter less time an event at 2,000 than at 500).
+BATCH = 2000
 # Batches taken from one server in one step before the next server's turn.
-BATCHES_PER_ROUND = 8
+BATCHES_PER_ROUND = 4
 IDLE_POLL_MAX_S = 0.1
 
 
@@ -154,9 +156,10 @@ class Consumer:
         """Apply a batch of events in one transaction; the ids of the event jobs stored
         (to be deleted), or None when the store was unavailable (all were released)."""
         events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]] = []
+        server = conn.server.name
         for job in jobs:
             try:
-                events.append((parse_event(job.body, category, conn.server.name, job.id), job))
+                events.append((parse_event(job.body, category, server, job.id), job))
             except DecodeError as exc:
                 self.stats.malformed += 1
                 self.observer.malformed(category)

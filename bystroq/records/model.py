@@ -117,6 +117,12 @@ def orphan_id(server: str, queue_id: int) -> str:
 
 
 _DECODE = msgspec.json.Decoder(dict[str, Any])
+# What the envelope's fields may hold, checked without building it (msgspec says what is
+# wrong when they hold anything else).
+_ID_TYPES = frozenset({str, int, type(None)})
+_QUEUE_ID_TYPES = frozenset({int, type(None)})
+_TOP_COUNTS = ("queueID", "attempt", "seq")
+_PROGRESS_COUNTS = ("progress", "skipped", "total")
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -139,13 +145,19 @@ def parse_event(
     by it, while a redelivery of the same event job is still a duplicate."""
     try:
         data = canonical(_DECODE.decode(body))  # Bystro's camelCase is read the same
-        envelope = msgspec.convert(data, _Envelope)
+        event: Any = data.get("event")  # (each checked just below)
+        submission_id: str | int | None = data.get("submissionID")
+        queue_id: int | None = data.get("queueID")
+        if (event.__class__ is not str or event not in EVENTS
+                or submission_id.__class__ not in _ID_TYPES
+                or queue_id.__class__ not in _QUEUE_ID_TYPES):
+            envelope = msgspec.convert(data, _Envelope)  # says what is wrong
+            event = envelope.event.value
+            submission_id, queue_id = envelope.submissionID, envelope.queueID
     except msgspec.ValidationError as exc:  # (a DecodeError too: first)
         raise DecodeError(f"event: {exc}") from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(f"event is not a JSON object: {exc}") from None
-    event = envelope.event.value
-    submission_id, queue_id = envelope.submissionID, envelope.queueID
     if submission_id is None and (event != "failed" or queue_id is None):
         raise DecodeError("expected `submissionID` (or, on a failed event, `queueID`)")
     if isinstance(submission_id, str) and ("\x00" in submission_id or not submission_id):
@@ -171,14 +183,18 @@ def parse_event(
 
 def _check_ranges(data: dict[str, Any]) -> None:
     """Numbers a store could not hold are refused here, not by the database."""
+    for name in _TOP_COUNTS:
+        _in_range(data.get(name), name, name)
     progress = data.get("data")
-    for name, limit in LIMITS.items():
-        holder = progress if name in ("progress", "skipped", "total") else data
-        value = holder.get(name) if isinstance(holder, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= limit:
-            where = f"data.{name}" if holder is progress else name
-            raise DecodeError(f"field `{where}`: expected an integer from 0 to {limit}, "
-                              f"got {value}")
+    if progress.__class__ is dict:
+        for name in _PROGRESS_COUNTS:
+            _in_range(progress.get(name), name, f"data.{name}")
+
+
+def _in_range(value: object, name: str, where: str) -> None:
+    if isinstance(value, int) and value.__class__ is int and not 0 <= value <= LIMITS[name]:
+        raise DecodeError(f"field `{where}`: expected an integer from 0 to {LIMITS[name]}, "
+                          f"got {value}")
 
 
 def _at(value: object) -> float:
