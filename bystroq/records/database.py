@@ -71,10 +71,10 @@ class Backend(Protocol):
 
     placeholder: str  # how a query marks a parameter: "?" or "%s"
     # Whether lock_records takes locks (SQLite's transactions lock the whole database, so
-    # its lock keys are not even computed), and whether one INSERT of many rows beats a
-    # statement a row (SQLite; psycopg pipelines executemany instead).
+    # its lock keys are not even computed), and whether many rows go in as one array a
+    # column (PostgreSQL) rather than one VALUES list (SQLite).
     locks_records: bool
-    multi_row_insert: bool
+    array_insert: bool
 
     def connect(self) -> Connection:
         """A new connection (after the last one was lost); StoreUnavailable if none."""

@@ -25,7 +25,7 @@ class PostgresBackend:
 
     placeholder = "%s"
     locks_records = True
-    multi_row_insert = False
+    array_insert = True
 
     def __init__(self, url: str) -> None:
         try:

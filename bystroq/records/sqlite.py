@@ -28,7 +28,7 @@ class SQLiteBackend:
 
     placeholder = "?"
     locks_records = False
-    multi_row_insert = True
+    array_insert = False
 
     def __init__(self, url: str, path: str, read_only: bool = False) -> None:
         self.url = url
