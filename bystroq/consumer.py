@@ -41,6 +41,9 @@ BATCH = 2000
 # Batches taken from one server in one step before the next server's turn.
 BATCHES_PER_ROUND = 4
 IDLE_POLL_MAX_S = 0.1
+# With one events tube on one server, an idle consumer waits in the server for the next
+# event (its first reserve blocks up to this many seconds) instead of polling.
+IDLE_WAIT_S = 1
 
 
 StoreError = Literal["refused", "unavailable"]
@@ -100,24 +103,30 @@ class Consumer:
         self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
+        self._idle = False  # the last round found nothing: the next may wait in the server
+        self._waiting: Connection | None = None  # the connection waiting there, if one is
 
     def step(self) -> int:
         """One round over every server: events applied (0 when none was ready)."""
         applied = 0
+        wait_s = IDLE_WAIT_S if self._idle and len(self.conns) == 1 else 0
         for conn, category in self.conns:
-            if self.store.available_in() > 0:
+            if self.store.available_in() > 0 or self._stopping:
                 break  # events wait on the server until the store is back
             if not conn.ready():
                 continue
             with conn.lock:
                 try:
-                    applied += self._round(conn, category)
+                    applied += self._round(conn, category, wait_s)
                 except CONNECTION_ERRORS as exc:
-                    conn.failed(exc)  # reserved events go back to ready on the server
+                    if self._stopping:  # stop() cut a wait short
+                        conn.close()
+                    else:
+                        conn.failed(exc)  # reserved events go back to ready on the server
         self.stats.rounds += 1
         return applied
 
-    def _round(self, conn: Connection, category: str) -> int:
+    def _round(self, conn: Connection, category: str, wait_s: int = 0) -> int:
         """Batches from one server while they come full (at most BATCHES_PER_ROUND, so
         other servers are not kept waiting).
 
@@ -127,8 +136,12 @@ class Consumer:
         their commit; those reserved and not applied are released, in order."""
         applied = 0
         jobs: list[greenstalk.Job[bytes]] = []
-        queue_reserves(conn, self.batch, jobs)
-        conn.settle()
+        queue_reserves(conn, self.batch, jobs, first_wait_s=wait_s)
+        self._waiting = conn if wait_s else None
+        try:
+            conn.settle()
+        finally:
+            self._waiting = None
         committed: list[int] = []  # event jobs stored, to delete
         for turn in range(BATCHES_PER_ROUND):
             if not jobs:
@@ -226,20 +239,30 @@ class Consumer:
     def run(self, burst: bool = False) -> ConsumerStats:
         """Apply events until stopped, or in burst mode until idle."""
         pause = 0.005
-        while not self._stopping:
-            applied = self.step()
-            done = self.after_round(applied, burst)
-            if applied or done:
-                pause = 0.005
-                continue
-            if burst:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, IDLE_POLL_MAX_S)
+        try:
+            while not self._stopping:
+                applied = self.step()
+                done = self.after_round(applied, burst)
+                self._idle = not (applied or done or burst)
+                if applied or done:
+                    pause = 0.005
+                    continue
+                if burst:
+                    break
+                if len(self.conns) > 1:  # one server's wait would hold up the others
+                    time.sleep(pause)
+                    pause = min(pause * 2, IDLE_POLL_MAX_S)
+        finally:
+            self._idle = False
         return self.stats
 
     def stop(self) -> None:
+        """Stop after the round in progress (a wait for events in the server ends now);
+        safe from another thread and from a signal handler."""
         self._stopping = True
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.interrupt()  # nothing reserved yet: nothing goes back
 
     def close(self) -> None:
         for conn, _ in self.conns:

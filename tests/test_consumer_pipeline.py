@@ -4,9 +4,11 @@ store outage go back to the server, in order, none lost or buried."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 
+import greenstalk
 import msgspec
 import pytest
 
@@ -96,3 +98,33 @@ def test_events_reserved_ahead_of_an_outage_go_back_in_order(
             assert record is not None
             assert (record.state, record.progress) == ("completed", 5)
     assert tubes.counts(events) == EMPTY
+
+
+def _waiting(tubes: Tubes, tube: str) -> int:
+    with tubes.client() as client:
+        try:
+            return int(client.stats_tube(tube)["current-waiting"])
+        except greenstalk.NotFoundError:
+            return 0
+
+
+def test_an_idle_consumer_waits_in_the_server_and_stops_at_once(
+    config: LoadedConfig, tubes: Tubes, store: Store
+) -> None:
+    """With one events tube on one server, an idle consumer blocks in a reserve (no
+    polling); an event wakes it, and stop() ends the wait."""
+    events = config.category("echo").events
+    consumer = Consumer(config, store, categories=["echo"])
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        wait_until(lambda: _waiting(tubes, events) == 1)
+        _put_bystro_style(tubes, events, 1)
+        wait_until(lambda: (r := store.get("s0")) is not None and r.state == "completed")
+        wait_until(lambda: _waiting(tubes, events) == 1)
+    finally:
+        consumer.stop()
+        running.join(timeout=10)
+        consumer.close()
+    assert not running.is_alive()
+    assert consumer.stats.applied == 3 and tubes.counts(events) == EMPTY

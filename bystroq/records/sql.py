@@ -90,7 +90,8 @@ class SQLStore(Database):
         names = ", ".join(columns)
         if self.backend.array_insert:
             types = self._column_types(cur, table)
-            arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+            # %b: arrays sent in binary (psycopg escapes text arrays item by item)
+            arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
             cur.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}",
                         [list(column) for column in zip(*rows, strict=True)])
             return
