@@ -88,11 +88,15 @@ class BulkPut:
     """
 
     def __init__(self, conns: Sequence[Connection], pick: Callable[[], Connection | None],
-                 tube: str, bodies: Sequence[bytes], head: bytes, wait_s: float,
+                 tube: str, bodies: Sequence[bytes], head: bytes | Sequence[bytes],
+                 wait_s: float,
                  chunk: int, settled: Callable[[Bulk, Sequence[int]], None]) -> None:
         self.conns, self.pick, self.tube, self.bodies = conns, pick, tube, bodies
-        # One put is `head` (b"put <pri> <delay> <ttr> "), the body's size, the body.
-        self.form = head.replace(b"%", b"%%") + b"%d\r\n%b\r\n"
+        # One put is `head` (b"put <pri> <delay> <ttr> ", the same for every job or one a
+        # job), the body's size, the body.
+        self.form = head.replace(b"%", b"%%") + b"%d\r\n%b\r\n" if isinstance(
+            head, bytes) else b""
+        self.heads = None if isinstance(head, bytes) else head
         self.wait_s, self.settled = wait_s, settled
         self.bulk = Bulk(len(bodies))
         self.longest = max(map(len, bodies), default=0)
@@ -156,8 +160,13 @@ class BulkPut:
         except BaseException:
             conn.lock.release()
             raise
-        bodies, form = self.bodies, self.form
-        data = b"".join([form % (len(body), body) for body in map(bodies.__getitem__, part)])
+        bodies, form, heads = self.bodies, self.form, self.heads
+        if heads is None:
+            data = b"".join([form % (len(body), body)
+                             for body in map(bodies.__getitem__, part)])
+        else:
+            data = b"".join([b"%b%d\r\n%b\r\n" % (heads[i], len(bodies[i]), bodies[i])
+                             for i in part])
         sent_at = time.time()
         try:
             conn.send([data])

@@ -218,7 +218,7 @@ class Producer:
         jobs: Sequence[Job],
         *,
         priority: int = DEFAULT_PRIORITY,
-        delay: int = 0,
+        delay: int | Sequence[int] = 0,
         ttr: int | None = None,
         batch: str | None = None,
         chunk: int = SUBMIT_CHUNK,
@@ -228,13 +228,16 @@ class Producer:
         """`submit` for many jobs (see `_submit_many`); with `unique`, nothing is put
         when any of them is still queued or running (DuplicateSubmission names one).
         `ids`: the jobs' submissionIDs, when the caller has them (bodies given as bytes
-        are then not decoded again to find them)."""
+        are then not decoded again to find them). `delay`: one for every job, or one a
+        job."""
         if ids is None:
             record = self.recorder is not None
             ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
                    for job in jobs]
         elif len(ids) != len(jobs):
             raise ValueError(f"{len(ids)} submission ids for {len(jobs)} jobs")
+        if not isinstance(delay, int) and len(delay) != len(jobs):
+            raise ValueError(f"{len(delay)} delays for {len(jobs)} jobs")
         with self._unique(category, lambda: ids, unique):
             return self._submit_many(category, jobs, ids, priority=priority, delay=delay,
                                      ttr=ttr, batch=batch, chunk=chunk)
@@ -246,7 +249,7 @@ class Producer:
         ids: Sequence[str | int | None],
         *,
         priority: int,
-        delay: int,
+        delay: int | Sequence[int],
         ttr: int | None,
         batch: str | None,
         chunk: int,
@@ -265,7 +268,10 @@ class Producer:
         wire = self.config.config.wire
         bodies = [job if isinstance(job, bytes) else encode(job, wire) for job in jobs]
         records = BulkRecords(self.recorder, self._records, name, ids, bodies, batch)
-        head = b"put %d %d %d " % (priority, delay, ttr or conf.ttr)
+        ttr = ttr or conf.ttr
+        head: bytes | list[bytes] = (
+            b"put %d %d %d " % (priority, delay, ttr) if isinstance(delay, int)
+            else [b"put %d %d %d " % (priority, d, ttr) for d in delay])
         put = BulkPut(self._conns, self._next_ready, conf.submission, bodies, head,
                       self.wait_s, chunk, records.settled)
         try:

@@ -153,11 +153,11 @@ from bystroq.producer import Producer
 from bystroq.records import open_store
 
 class PutThenPause(Producer):
-    def submit(self, *args, **kwargs):
-        handle = super().submit(*args, **kwargs)
-        print(handle.job_id, flush=True)
+    def submit_many(self, *args, **kwargs):
+        handles = super().submit_many(*args, **kwargs)
+        print(handles[0].job_id, flush=True)
         time.sleep(3600)  # killed here: between the put and its record
-        return handle
+        return handles
 
 config = load(sys.argv[1])
 with open_store(sys.argv[2]) as store, PutThenPause(config) as producer:

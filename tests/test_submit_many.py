@@ -99,3 +99,17 @@ def test_puts_never_answered_are_unknown_and_never_put_again(
     assert record is not None and record.state == "unknown"
     assert "do not submit them again" in str(error)
     paused.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_delay_a_job(server: Beanstalkd, prefix: str) -> None:
+    """One delay for every job, or one a job (the batch feeder parks each job with its
+    claim's own delay)."""
+    config = config_for([server.address], prefix=prefix)
+    with Producer(config, recorder=None) as producer:
+        handles = producer.submit_many("echo", [EchoJob(submissionID=i) for i in range(3)],
+                                       delay=[0, 100, 200], chunk=2)
+        with pytest.raises(ValueError, match="2 delays for 3 jobs"):
+            producer.submit_many("echo", [EchoJob(submissionID=i) for i in range(3)],
+                                 delay=[1, 2])
+    client = Tubes(server.address).client()
+    assert [int(client.stats_job(h.job_id)["delay"]) for h in handles] == [0, 100, 200]

@@ -33,8 +33,9 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
+from bystroq.errors import SubmitIncomplete
 from bystroq.ops.batches.cancel import cancel_active
-from bystroq.producer import Producer
+from bystroq.producer import Producer, Submitted
 from bystroq.records.batchstore import Batch, Claim
 from bystroq.records.store import BatchStore
 from bystroq.servers import (
@@ -116,15 +117,27 @@ class Feeder:
     # -- the put: parked, confirmed, kicked --------------------------------------------
 
     def _put(self, batch: Batch, claims: Sequence[Claim]) -> int:
+        """Put the claims' jobs parked, pipelined (one bulk put, each with its claim's
+        delay); confirm each one put. A claim whose job was not put, or whose put was
+        never answered, is recovered after the grace period."""
+        if not claims:
+            return 0
+        try:
+            handles: Sequence[Submitted | None] = self.producer.submit_many(
+                batch.category, [claim.body.encode() for claim in claims],
+                priority=batch.priority, delay=[park_delay(claim) for claim in claims])
+        except SubmitIncomplete as exc:
+            handles = exc.submitted
+            self.log.warning("batch jobs not put; will retry", batch=batch.batch_id,
+                             error=str(exc))
+        except Exception as exc:
+            self.log.warning("batch jobs not put; will retry", batch=batch.batch_id,
+                             error=str(exc))
+            return 0  # the claims are recovered after the grace period
         confirmed: list[Claim] = []
-        for claim in claims:
-            try:
-                handle = self.producer.submit(batch.category, claim.body.encode(),
-                                              priority=batch.priority, delay=park_delay(claim))
-            except Exception as exc:
-                self.log.warning("batch job not put; will retry", batch=batch.batch_id,
-                                 submissionID=claim.submission_id, error=str(exc))
-                break  # the claims left are recovered after the grace period
+        for claim, handle in zip(claims, handles, strict=True):
+            if handle is None:
+                continue
             server = handle.server.name
             if self.store.confirm_put(claim, handle.job_id, server):
                 confirmed.append(msgspec.structs.replace(claim, queue_id=handle.job_id,
