@@ -30,6 +30,7 @@ class TubeStats:
     buried: int
     watching: int
     total: int
+    pause_left_s: int = 0  # seconds the tube stays paused (0: not paused)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def tube_stats(
                     server.name, tube, int(s["current-jobs-ready"]),
                     int(s["current-jobs-reserved"]), int(s["current-jobs-delayed"]),
                     int(s["current-jobs-buried"]), int(s["current-watching"]),
-                    int(s["total-jobs"]),
+                    int(s["total-jobs"]), int(s.get("pause-time-left", 0)),
                 ))
         except CONNECTION_ERRORS as exc:
             rows.append(Unreachable(server.name, str(exc) or type(exc).__name__))

@@ -103,8 +103,7 @@ def list_page(
         where.append("updated_at < ?")
         params.append(until)
     if text:
-        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace(
-            "_", "\\_") + "%"
+        pattern = like_pattern(text)
         where.append("(LOWER(submission_id) LIKE ? ESCAPE '\\' OR "
                      "LOWER(COALESCE(reason, '')) LIKE ? ESCAPE '\\')")
         params += [pattern, pattern]
@@ -116,6 +115,12 @@ def list_page(
     with store.transaction() as cur:
         cur.execute(_sql(store, query), (*params, limit))
         return [row_record(row) for row in cur.fetchall()]
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') for `text` anywhere, lowercased."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace(
+        "_", "\\_") + "%"
 
 
 def _feed_column(store: SQLStore) -> str:
