@@ -162,8 +162,9 @@ def test_dead_letters_counted_then_kicked_in_bulk_with_progress(
     http: httpx.Client, web_config: LoadedConfig, store: Store, tubes: Tubes,
 ) -> None:
     tube = web_config.category("echo").submission
-    run_jobs(web_config, store, *[{"submissionID": f"d{n}", "fail": "quota" if n % 2 else "bad"}
-                                  for n in range(6)])
+    jobs: list[dict[str, object]] = [
+        {"submissionID": f"d{n}", "fail": "quota" if n % 2 else "bad"} for n in range(6)]
+    run_jobs(web_config, store, *jobs)
     assert tubes.counts(tube)["buried"] == 6
     confirm = _ok(http, "/dead/confirm", category="echo", op="delete", q="quota")
     assert "3 buried jobs" in confirm
