@@ -176,7 +176,8 @@
     ["started", "progress", "completed", "failed", "retrying", "cancelled"].forEach(function (name) {
       source.addEventListener(name, onEvent);
     });
-    source.onopen = function () { failures = 0; say("on"); };
+    // What changed between the page's rendering and the stream's start is read once.
+    source.onopen = function () { failures = 0; say("on"); refreshAll(); };
     source.onerror = function () {
       failures += 1;
       if (source.readyState === EventSource.CLOSED || failures > 3) {
