@@ -148,6 +148,12 @@
     try { event = JSON.parse(message.data); } catch (e) { return; }
     failures = 0;
     if (live === "overview") { dueSubmissions.clear(); if (flushTimer === null) flushTimer = setTimeout(function () { flushTimer = null; reloadMain(); }, 1000); return; }
+    // A submission's page shows its timeline, result and buttons too: read them again
+    // when its state changes (progress alone only moves the bar).
+    if (live === "submission" && event.event !== "progress") {
+      if (flushTimer === null) flushTimer = setTimeout(function () { flushTimer = null; reloadMain(); }, FLUSH_MS);
+      return;
+    }
     const key = recordKey(event.submissionID);
     if (rootsOf("data-submission", key).length) dueSubmissions.add(key);
     if (event.batch && rootsOf("data-batch", event.batch).length) dueBatches.add(event.batch);
