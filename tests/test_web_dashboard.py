@@ -105,7 +105,8 @@ def test_every_page_renders_what_the_store_and_servers_hold(
     assert web_config.category("echo").submission in queues and "Purge</button>" in queues
     assert "No action taken yet" in _ok(http, "/audit")
     assert _ok(http, "/login").count('type="password"') == 1
-    assert http.get("/submission", params={"id": "nope"}).status_code == 404
+    missing = http.get("/submission", params={"id": "nope"})
+    assert missing.status_code == 404 and "No submission &#39;nope&#39;" in missing.text
     script = http.get("/static/dashboard.js")
     assert script.status_code == 200 and "visibilitychange" in script.text
 
@@ -223,6 +224,9 @@ def test_with_tokens_pages_need_a_login(secured: tuple[str, str]) -> None:
         assert response.headers["location"] == "/login?next=/submissions%3Fstate%3Dqueued"
         wrong = http.post("/login", data={"token": "not-a-token-at-all-0000"})
         assert wrong.status_code == 401 and "not one this server knows" in wrong.text
+        elsewhere = http.post("/login", data={"token": WRITE},
+                              headers={"Origin": "https://evil.example"})
+        assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
         http.cookies.set("bystroq_session", "cmVhZA.9999999999.00ff")
         assert http.get("/").status_code == 303  # a forged session is no session
 

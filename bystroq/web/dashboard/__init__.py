@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from bystroq.web.dashboard import actions, pages, tubes
 from bystroq.web.dashboard.bulk import BulkTasks
 from bystroq.web.dashboard.render import Pages
+from bystroq.web.problems import ProblemRoute
 from bystroq.web.services import Services
 
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -37,7 +38,7 @@ def dashboard_router(services: Services) -> APIRouter:
         finally:
             await run_in_threadpool(bulk.close)
 
-    router = APIRouter(lifespan=lifespan, include_in_schema=False)
+    router = APIRouter(lifespan=lifespan, include_in_schema=False, route_class=ProblemRoute)
     router.include_router(pages.routes(services, rendering))
     router.include_router(actions.routes(services, rendering))
     router.include_router(tubes.routes(services, rendering, bulk))

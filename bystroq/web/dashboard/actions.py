@@ -16,9 +16,10 @@ from bystroq.errors import BystroqError
 from bystroq.ops.batches import cancel_batch
 from bystroq.ops.cancel import cancel_submission
 from bystroq.ops.retry import retry_submission
+from bystroq.web.auth import check_same_origin
 from bystroq.web.dashboard.access import Viewer, audit, read_form, viewer_of, writer_of
 from bystroq.web.dashboard.render import Pages
-from bystroq.web.problems import Problem
+from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.services import Services
 from bystroq.web.session import COOKIE, SESSION_S, make_session, match_secret
 
@@ -31,7 +32,8 @@ def back(request: Request, name: str, note: str, **query: str) -> RedirectRespon
 
 
 def routes(services: Services, pages: Pages) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=ProblemRoute)
+    allowed = frozenset(o.rstrip("/") for o in services.settings.cors_origins)
     Who = Annotated[Viewer, Depends(viewer_of(services))]
     Writer = Annotated[Viewer, Depends(writer_of(services))]
 
@@ -91,6 +93,7 @@ def routes(services: Services, pages: Pages) -> APIRouter:
 
     @router.post("/login", name="dashboard_login_post")
     async def login(request: Request) -> Response:
+        check_same_origin(request, allowed)  # no logging a browser in from another site
         form = await read_form(request)
         token = match_secret(form.get("token", "").strip(), services.settings.tokens)
         target = form.get("next", "")

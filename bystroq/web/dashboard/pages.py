@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from starlette.exceptions import HTTPException
 
 from bystroq.errors import UnknownCategory
 from bystroq.ops.batches import batch_status
@@ -17,6 +16,7 @@ from bystroq.web.cursor import Filters, submission_page
 from bystroq.web.dashboard.access import Viewer, viewer_of
 from bystroq.web.dashboard.overview import overview
 from bystroq.web.dashboard.render import STATES, Pages
+from bystroq.web.problems import ProblemRoute
 from bystroq.web.services import Services
 
 PAGE = 50
@@ -25,7 +25,7 @@ WITHIN = {"5m": 300, "1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 
 
 def routes(services: Services, pages: Pages) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=ProblemRoute)
     Who = Annotated[Viewer, Depends(viewer_of(services))]
 
     @router.get("/", name="dashboard_overview", response_class=HTMLResponse)
@@ -62,7 +62,8 @@ def routes(services: Services, pages: Pages) -> APIRouter:
                    id: Annotated[str, Query(max_length=2000)]) -> HTMLResponse:
         record = services.store.get(id)
         if record is None:
-            raise HTTPException(404, f"no submission {id!r}")
+            return pages.missing(request, who, f"No submission {id!r} in the records.",
+                                 "dashboard_submissions")
         timeline = services.store.timeline(id)
         return pages.render(
             request, "submission.html", who, f"Submission {id}", key=id,
@@ -80,7 +81,7 @@ def routes(services: Services, pages: Pages) -> APIRouter:
     def batch(request: Request, who: Who,
               id: Annotated[str, Query(max_length=500)]) -> HTMLResponse:
         if services.store.get_batch(id) is None:
-            raise HTTPException(404, f"no batch {id!r}")
+            return pages.missing(request, who, f"No batch {id!r}.", "dashboard_batches")
         return pages.render(request, "batch.html", who, f"Batch {id}",
                             info=batch_status(services.store, id))
 

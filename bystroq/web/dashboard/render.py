@@ -81,6 +81,13 @@ class Pages:
                                      "Referrer-Policy": "same-origin"})
 
 
+    def missing(self, request: Request, viewer: Viewer, what: str, back: str,
+                ) -> HTMLResponse:
+        """A 404 page saying what was not found, with a link back to its list."""
+        return self.render(request, "missing.html", viewer, "Not found", status=404,
+                           what=what, back=request.url_for(back).path)
+
+
 # Our own script and stylesheet only; no inline script; forms post to this origin.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")

@@ -20,7 +20,7 @@ from bystroq.web.dashboard.access import Viewer, audit, read_form, viewer_of, wr
 from bystroq.web.dashboard.actions import back
 from bystroq.web.dashboard.bulk import BulkTasks
 from bystroq.web.dashboard.render import Pages
-from bystroq.web.problems import Problem
+from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.services import Services
 
 MAX_PAUSE_S = 7 * 86_400
@@ -48,7 +48,7 @@ def _counts(counts: dict[str, int | Unreachable]) -> str:
 
 
 def routes(services: Services, pages: Pages, bulk: BulkTasks) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=ProblemRoute)
     config = services.config
     Who = Annotated[Viewer, Depends(viewer_of(services))]
     Writer = Annotated[Viewer, Depends(writer_of(services))]
@@ -164,8 +164,8 @@ def routes(services: Services, pages: Pages, bulk: BulkTasks) -> APIRouter:
     def dead_task(request: Request, who: Who, id: str) -> HTMLResponse:
         task = bulk.get(id)
         if task is None:
-            raise HTTPException(404, f"no bulk action {id!r} (they are kept until the "
-                                "server restarts)")
+            return pages.missing(request, who, f"No bulk action {id!r} (they are kept "
+                                 "until the server restarts).", "dashboard_dead")
         return pages.render(request, "dead_task.html", who, "Dead letters: progress",
                             task=task)
 
