@@ -97,7 +97,8 @@ def test_every_page_renders_what_the_store_and_servers_hold(
     assert f'data-batch="{batch}"' in batches and "<progress" in batches
     assert "Cancel the batch" in _ok(http, "/batch", id=batch)
 
-    dead = _ok(http, "/dead", category="echo")
+    dead = _ok(http, "/dead")  # the category with buried jobs comes first
+    assert "echo: 1 buried" in dead and "annotation: 0 buried" in dead
     assert "bad-1" in dead and "disk on fire" in dead and "buried" in dead
     assert re.search(r'<pre class="body">[^<]*&#34;fail&#34;: ?&#34;disk on fire', dead)
 

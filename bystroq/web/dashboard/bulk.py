@@ -53,7 +53,7 @@ class BulkTasks:
                 del self._tasks[oldest]
         thread = threading.Thread(target=self._run, args=(task, who),
                                   name=f"bystroq-bulk-{task.id}", daemon=True)
-        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return task
 

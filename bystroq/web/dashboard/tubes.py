@@ -99,12 +99,21 @@ def routes(services: Services, pages: Pages, bulk: BulkTasks) -> APIRouter:
              q: Annotated[str | None, Query(max_length=200)] = None,
              after: Annotated[str | None, Query(max_length=2000)] = None) -> HTMLResponse:
         names = sorted(config.config.beanstalkd.tubes)
-        name = _category(config, category) if category else names[0]
-        tube = config.category(name).submission
+        submission = {n: config.category(n).submission for n in names}
+        buried = dict.fromkeys(names, 0)
+        for row in servers.tube_stats(config, list(submission.values())):
+            if isinstance(row, TubeStats):
+                for n, t in submission.items():
+                    buried[n] += row.buried if row.tube == t else 0
+        # Without a choice: the category with the most buried jobs.
+        name = _category(config, category) if category else max(
+            names, key=lambda n: (buried[n], -names.index(n)))
+        tube = submission[name]
         oldest = servers.buried_jobs(config, tube)
         letters = dead_letters(services.store, name, q or None, after or None)
         return pages.render(
             request, "dead.html", who, "Dead letters", categories=names, category=name,
+            buried=buried,
             tube=tube, q=q or "", oldest=oldest, letters=letters,
             next_after=letters[-1].record.submission_id if len(letters) == 50 else None)
 
