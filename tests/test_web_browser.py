@@ -294,3 +294,32 @@ def test_read_only_token_sees_no_buttons_and_a_forged_post_is_refused(
         assert secured.state("ro-1", WRITE) == "started"
         with secured.http(WRITE) as http:
             http.post("/v1/submissions/ro-1/cancel")
+
+
+def test_updates_pause_while_hidden_and_poll_without_the_stream(
+    stack: Stack, page: Page, console_errors: list[str],
+) -> None:
+    page.goto(stack.url + "/submissions")
+    live = page.locator("#live-state")
+    expect(live).to_have_text("on")
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+        document.dispatchEvent(new Event("visibilitychange")); }""")
+    expect(live).to_have_text("paused (tab hidden)")
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
+        document.dispatchEvent(new Event("visibilitychange")); }""")
+    expect(live).to_have_text("on")
+
+    # No stream to be had: the page polls, and the bar still moves.
+    page.route("**/v1/events*", lambda route: route.fulfill(status=503, body="away"))
+    stack.submit({"submissionID": "polled", "progress": 40, "step_s": 0.25})
+    _wait_state(stack, "polled", "started")
+    page.goto(stack.url + "/submissions")
+    expect(live).to_have_text("on (polling)")
+    _mark(page)
+    bar = page.locator('tr[data-submission="polled"] progress')
+    first = bar.get_attribute("value") or "0"
+    expect(bar).not_to_have_attribute("value", first, timeout=20_000)
+    _not_reloaded(page)
+    console_errors.clear()  # the browser logs the refused stream
