@@ -245,6 +245,10 @@ def test_read_token_sees_no_buttons_and_its_actions_are_refused(
         assert http.get("/v1/submissions").status_code == 200  # the cookie reads the API
         for action, form in (("queue", {"tube": tube, "op": "pause", "seconds": "60"}),
                              ("cancel", {"submission": "q1"}),
+                             ("retry", {"submission": "q1"}),
+                             ("batch-cancel", {"batch": "b1"}),
+                             ("dead-one", {"category": "echo", "server": "s", "op": "kick",
+                                           "queueID": "1"}),
                              ("dead-bulk", {"category": "echo", "op": "delete",
                                             "count": "0"})):
             refused = http.post(f"/actions/{action}", data=form)
