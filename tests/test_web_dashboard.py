@@ -148,6 +148,20 @@ def test_why_a_queued_job_waits_paused_and_unwatched(
     assert "queue.pause" in audit and "600 s" in audit and ">local<" in audit
 
 
+def test_why_a_job_waits_delayed_or_its_server_down(
+    http: httpx.Client, web_config: LoadedConfig, store: Store, tubes: Tubes,
+) -> None:
+    tube = web_config.category("echo").submission
+    with tubes.client(use=tube) as direct:
+        job_id = direct.put(b'{"submissionID": "later"}', delay=900)
+    store.record_queued("later", "echo", job_id, tubes.address[0] + f":{tubes.address[1]}")
+    page = _ok(http, "/submission", id="later")
+    assert 'data-kind="delayed"' in page and f"job {job_id} is delayed for" in page
+    assert "(until 20" in page  # the time it becomes ready, in UTC
+    store.record_queued("lost", "echo", 1, "127.0.0.1:1")
+    assert 'data-kind="server-down"' in _ok(http, "/submission", id="lost")
+
+
 def test_purge_needs_the_tube_name_typed(http: httpx.Client, web_config: LoadedConfig,
                                          tubes: Tubes) -> None:
     tube = web_config.category("echo").submission
