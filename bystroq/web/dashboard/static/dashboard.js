@@ -75,7 +75,16 @@
 
   function showBatch(b) {
     rootsOf("data-batch", b.batch.batchID).forEach(function (root) {
+      const badge = root.querySelector('[data-field="state"]');
+      // A batch's own page shows its end (finished time, buttons): read it again then.
+      if (live === "batch" && badge && badge.textContent !== b.batch.state) {
+        setTimeout(reloadMain, FLUSH_MS);
+      }
       setBadge(root, b.batch.state);
+      // Every job done, the batch not yet ended: its end comes without an event.
+      if (b.batch.state === "running" && b.done >= b.batch.total) {
+        setTimeout(function () { dueBatches.add(b.batch.batchID); schedule(); }, 1000);
+      }
       const percent = Math.round(b.percent * 10) / 10;
       setBar(root.querySelector('[data-field="batch-progress"] progress'), percent);
       setText(root, "percent", percent.toFixed(1) + "%");
