@@ -6,7 +6,8 @@ reserves of the next batch while batches come full (one round trip a batch). A c
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
-cannot be reached, no event is reserved: they wait on the server.
+cannot be reached, no event is reserved: they wait on the server. Each round also reads
+the workers' heartbeats into the live-workers table (bystroq.heartbeats).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError, StoreUnavailable
+from bystroq.heartbeats import HeartbeatReader
 from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.records.store import EventWriter
 from bystroq.servers import (
@@ -65,6 +67,7 @@ class Consumer:
         self.conns = [(Connection(server, watch=[tube], health=health), name)
                       for server in servers_of(config.addresses)
                       for tube, name in self.category_of.items()]
+        self.beats = HeartbeatReader(config, store, names, health)
         self.stats = ConsumerStats()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
@@ -82,6 +85,7 @@ class Consumer:
                     applied += self._round(conn, category)
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)  # reserved events go back to ready on the server
+        self.beats.step()
         self.stats.rounds += 1
         return applied
 
@@ -190,6 +194,7 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
+        self.beats.close()
         for conn, _ in self.conns:
             with conn.lock:
                 conn.close()

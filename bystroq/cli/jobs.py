@@ -34,14 +34,19 @@ from bystroq.records.views import ConsumedView, SubmittedView
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds running jobs get to finish after SIGTERM/SIGINT.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="Seconds between the worker's heartbeats (see "
+              "`bystroq workers`); silent for three, it is shown as gone.")
 @pass_state
 def listen(state: State, tube: str, concurrency: int | None, isolation: str | None,
-           burst: bool, max_jobs: int | None, drain_timeout: float) -> None:
+           burst: bool, max_jobs: int | None, drain_timeout: float,
+           heartbeat_interval: float) -> None:
     """Run a worker for one category."""
     from bystroq.worker import Worker, WorkerOptions
 
     options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
-                            max_jobs=max_jobs, drain_timeout_s=drain_timeout)
+                            max_jobs=max_jobs, drain_timeout_s=drain_timeout,
+                            heartbeat_interval_s=heartbeat_interval)
     config = state.config()
     with state.app():
         category = config.resolve(tube)

@@ -37,6 +37,7 @@ from bystroq.web.problems import ProblemRoute
 from bystroq.web.responses import json_response
 from bystroq.web.settings import WebSettings
 from bystroq.worker import Worker, WorkerOptions
+from bystroq.worker.loop import default_worker_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -213,8 +214,11 @@ class IdleWorker:
                 self._start(workers)
 
     def _workers_for_categories(self) -> list[Worker]:
+        # One id a category: each has its own control tube and its own line in the
+        # live-workers list.
         return [Worker(self.config, category, options=WorkerOptions(
-            concurrency=1, drain_timeout_s=self.finish_within_s))
+            concurrency=1, drain_timeout_s=self.finish_within_s,
+            worker_id=default_worker_id(f"idle-{category}")))
             for category in self.categories]
 
     def _start(self, workers: list[Worker]) -> None:
