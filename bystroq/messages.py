@@ -28,6 +28,9 @@ ID_FIELDS: dict[str, tuple[str, str]] = {
     "submissionID": ("submissionID", "queueID"),
     "submissionId": ("submissionId", "queueId"),
 }
+# The optional key of a job body (and field of its events) holding its W3C trace context.
+TRACEPARENT = "traceparent"
+_TRACE_NEEDLE = b'"traceparent"'
 _SPELLING_OF_KEY = {"submissionID": "submissionID", "queueID": "submissionID",
                     "submissionId": "submissionId", "queueId": "submissionId"}
 _CANONICAL_KEY = {"submissionId": "submissionID", "queueId": "queueID"}
@@ -61,6 +64,7 @@ class EventMessage(BaseMessage, frozen=True, kw_only=True, omit_defaults=True, t
     worker: str | None = None
     at: float | None = None
     seq: int | None = None
+    traceparent: str | None = None  # the job's W3C trace context (bystroq.tracing)
 
 
 class SubmittedJobMessage(EventMessage, frozen=True, kw_only=True, tag="started"):
@@ -207,6 +211,9 @@ class JobDecoder(Generic[M]):
         # (key this Struct expects, the other generation's) for its submission and queue ids.
         self._keys = _id_keys(struct)
         self._needles = [f'"{other}"'.encode() for _, other in self._keys]
+        # A strict Struct refuses unknown keys: the trace context is dropped before.
+        self._untrace = strict and TRACEPARENT not in {
+            f.encode_name for f in msgspec.structs.fields(struct)}
 
     def decode(self, body: bytes | str) -> M:
         """Decode and validate; a DecodeError says what was expected and what came.
@@ -216,6 +223,8 @@ class JobDecoder(Generic[M]):
         differing, is invalid."""
         if self._needles and _mentions(body, self._needles):
             body = self._respelled(body)
+        if self._untrace and _mentions(body, [_TRACE_NEEDLE]):
+            body = _without_traceparent(body)
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -253,6 +262,17 @@ class JobDecoder(Generic[M]):
                 )
             data[own] = value
         return _ENCODE(data)
+
+
+def _without_traceparent(body: bytes | str) -> bytes | str:
+    try:
+        data = json_value(body)
+    except DecodeError:
+        return body  # the Struct's own decoder says what is wrong
+    if not isinstance(data, dict) or TRACEPARENT not in data:
+        return body
+    del data[TRACEPARENT]
+    return _ENCODE(data)
 
 
 _OTHER_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID",

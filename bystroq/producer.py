@@ -55,6 +55,7 @@ from bystroq.servers import (
     servers_of,
     wait_for_any,
 )
+from bystroq.tracing import with_traceparent
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_WAIT_S", "FROM_CONFIG", "FromConfig", "Producer",
            "SubmitRecorder", "Submitted"]
@@ -121,7 +122,8 @@ class Producer:
         its record, state `unknown`, follows the job's events if it arrives).
         """
         conf = self.config.category(category)
-        body = job if isinstance(job, bytes) else encode(job, self.config.config.wire)
+        body = with_traceparent(job if isinstance(job, bytes)
+                                else encode(job, self.config.config.wire))
         record = self.recorder is not None
         submission_id = job_submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
@@ -211,7 +213,8 @@ class Producer:
         """
         conf = self.config.category(category)
         name = self.config.category_name(category)
-        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
+        bodies = [with_traceparent(job if isinstance(job, bytes) else encode(job))
+                  for job in jobs]
         record = self.recorder is not None
         ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
                for job in jobs]

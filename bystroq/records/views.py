@@ -48,6 +48,7 @@ class SubmissionView(View, frozen=True):
     result: dict[str, Any] | None
     reason: str | None
     traceback: str | None  # where the handler raised, for a failure
+    traceparent: str | None  # the W3C trace context it was submitted in, if any
     batch: str | None
     submitted_at: float | None
     started_at: float | None
@@ -245,7 +246,8 @@ def submission_view(record: Record, now: float | None = None) -> SubmissionView:
         server=record.server, worker=record.worker, progress=record.progress,
         skipped=record.skipped, total=record.total, percent=percent, eta_s=eta,
         messages=list(record.messages), result=record.result, reason=record.reason,
-        traceback=record.traceback, batch=record.batch, submitted_at=record.submitted_at,
+        traceback=record.traceback, traceparent=record.traceparent, batch=record.batch,
+        submitted_at=record.submitted_at,
         started_at=record.started_at, finished_at=record.finished_at,
         updated_at=record.updated_at,
     )
