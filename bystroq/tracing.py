@@ -22,7 +22,8 @@ import contextlib
 import functools
 import re
 from collections.abc import Iterator
-from types import ModuleType
+from contextlib import AbstractContextManager
+from types import ModuleType, TracebackType
 from typing import Any
 
 import msgspec
@@ -103,19 +104,42 @@ class JobSpan:
             self.span.set_status(Status(StatusCode.ERROR, reason))
 
 
-@contextlib.contextmanager
-def job_span(traceparent: str | None, category: str,
-             attributes: dict[str, str | int]) -> Iterator[JobSpan]:
+class _NoSpan(AbstractContextManager[JobSpan]):
+    """What `job_span` is for a job without a trace: nothing, at the cost of a call."""
+
+    span = JobSpan()
+
+    def __enter__(self) -> JobSpan:
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def job_span(traceparent: str | None, category: str, queue_id: int, attempt: int,
+             worker: str) -> AbstractContextManager[JobSpan]:
     """Run the block in a span `bystroq.job <category>`, child of `traceparent`; current
     in this thread, so the handler's own spans nest in it. Without a traceparent or
     OpenTelemetry, nothing happens. An exception out of the block is recorded on it."""
-    trace = _trace_api() if traceparent is not None else None
-    if trace is None:
-        yield JobSpan()
-        return
+    if traceparent is None or _trace_api() is None:
+        return _NO_SPAN
+    return _span(traceparent, category, {
+        "messaging.system": "beanstalkd", "messaging.message.id": str(queue_id),
+        "bystroq.attempt": attempt, "bystroq.worker": worker})
+
+
+@contextlib.contextmanager
+def _span(traceparent: str, category: str,
+          attributes: dict[str, str | int]) -> Iterator[JobSpan]:
+    trace = _trace_api()
+    assert trace is not None
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    parent = TraceContextTextMapPropagator().extract({TRACEPARENT: traceparent or ""})
+    parent = TraceContextTextMapPropagator().extract({TRACEPARENT: traceparent})
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(f"bystroq.job {category}", context=parent,
                                       kind=trace.SpanKind.CONSUMER,

@@ -288,9 +288,8 @@ class Slot(Reporting):
         worker.keeper.add(lease)
         error: BaseException | None
         try:
-            with job_span(traceparent, worker.category, {
-                    "messaging.system": "beanstalkd", "messaging.message.id": job.id,
-                    "bystroq.attempt": attempt, "bystroq.worker": worker.worker_id}) as span:
+            with job_span(traceparent, worker.category, job.id, attempt,
+                          worker.worker_id) as span:
                 execution, error = self.runner.run(data, job.body, publisher, fields)
                 span.failed(execution.error)
         except LeaseLost as exc:
