@@ -33,7 +33,10 @@ from bystroq.servers import (
 )
 
 POLL_S = 0.5
-BATCH = 200
+# Beats reserved at once (one pipelined round trip), and the most batches a look takes
+# while they come full: a tube holds about one beat per living worker.
+BATCH = 50
+BATCHES_PER_LOOK = 20
 
 _DECODE = msgspec.json.Decoder(Heartbeat)
 
@@ -66,16 +69,21 @@ class HeartbeatReader:
                 continue
             with conn.lock:
                 try:
-                    saved += self._round(conn)
+                    for _ in range(BATCHES_PER_LOOK):
+                        taken, stored = self._round(conn)
+                        saved += stored
+                        if taken < BATCH:
+                            break
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)  # reserved beats go back to ready on the server
         self.read += saved
         return saved
 
-    def _round(self, conn: Connection) -> int:
+    def _round(self, conn: Connection) -> tuple[int, int]:
+        """One batch: (beats taken from the tube, beats saved)."""
         jobs = reserve_many(conn, BATCH)
         if not jobs:
-            return 0
+            return 0, 0
         beats = [beat for beat in map(self._decode, jobs) if beat is not None]
         if beats:
             self._poll_s = min(self._poll_s, *(beat.intervalS / 4 for beat in beats))
@@ -85,14 +93,14 @@ class HeartbeatReader:
         except StoreUnavailable:
             for job in jobs:
                 conn.client.release(job)
-            return 0
+            return 0, 0
         except Exception as exc:
             self.log.error("heartbeats refused by the records store, deleted",
                            server=conn.server.name, count=len(beats),
                            reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
             beats = []
         delete_many(conn, [job.id for job in jobs])
-        return len(beats)
+        return len(jobs), len(beats)
 
     def _decode(self, job: greenstalk.Job[bytes]) -> Heartbeat | None:
         try:

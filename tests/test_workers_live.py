@@ -160,6 +160,23 @@ def test_the_newest_beat_wins_in_the_store(store: Store) -> None:
     assert store.worker("old.1") is None
 
 
+def test_the_consumer_reads_every_waiting_beat_into_the_store(
+    config: LoadedConfig, store: Store, tubes: Tubes,
+) -> None:
+    tube = heartbeat_tube(config.category("echo").submission)
+    now = time.time()
+    with tubes.client(use=tube) as beanstalk:
+        for n in range(120):  # more than one batch
+            beanstalk.put(encode(beat(f"w.{n}", at=now, slotsBusy=n % 2)))
+        beanstalk.put(b"not a heartbeat")
+    with Consumer(config, store) as consumer:
+        assert consumer.beats.step(force=True) == 120
+        assert consumer.beats.step() == 0  # within POLL_S: not looked at again
+    assert len(store.workers()) == 120 and len(store.workers("echo")) == 120
+    assert tubes.counts(tube) == EMPTY  # the malformed one was deleted too
+    assert store.worker("w.7") is not None and store.worker("w.7").slots_busy == 1  # type: ignore[union-attr]
+
+
 # -- a real `bystroq listen` -----------------------------------------------------------------
 
 
