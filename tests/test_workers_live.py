@@ -18,17 +18,20 @@ from typing import Any
 
 import msgspec
 import pytest
+from fastapi import FastAPI
 
 from bystroq import Producer, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
 from bystroq.messages import Heartbeat, HeldJob, encode, heartbeat_tube
+from bystroq.ops.workers import list_workers
 from bystroq.records import Store
 from bystroq.records.views import worker_view
 from bystroq.records.workers import WorkerRow
 from bystroq.servers import servers_of
 from bystroq.testing import Beanstalkd, config_text, wait_until
-from bystroq.web import WebSettings, create_app
+from bystroq.web import WebSettings, create_app, create_router
+from bystroq.web.embedded import IdleWorker
 from bystroq.worker.control import QuietRequest, decode_request
 from bystroq.worker.heartbeat import BEAT_PRIORITY, HeartbeatSender
 from tests.conftest import Invoke, Tubes
@@ -284,3 +287,21 @@ def test_the_api_lists_quiets_and_stops_a_worker(
         assert [(w["workerID"], w["alive"]) for w in every] == [(worker_id, False)]
         refused = http.post(f"/v1/workers/{worker_id}/stop")
         assert refused.status_code == 409 and "is stopped" in refused.json()["detail"]
+
+
+def test_the_idle_worker_of_a_web_app_beats_too(
+    config: LoadedConfig, store: Store, records_url: str, tmp_path: Path,
+) -> None:
+    idle = IdleWorker(config, ["echo"], idle_after_s=0.1, lock_path=tmp_path / "idle.lock")
+    app = FastAPI()
+    app.include_router(create_router(config, WebSettings(records_url=records_url)))
+    idle.install(app)
+
+    def idle_workers() -> list[Any]:  # read from the store: a request would pause it
+        return [w for w in list_workers(store) if w.worker_id.endswith(".idle-echo")]
+
+    with consuming(config, store):
+        with serving(app):
+            wait_until(lambda: [(w.category, w.state) for w in idle_workers()] == [
+                ("echo", "running")], timeout_s=20)
+        wait_until(lambda: idle_workers() == [], timeout_s=10)  # `stopped` on shutdown
