@@ -272,9 +272,9 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 if not self._claim():
-                    if self._quiet:  # report what is owed, then wait for a stop
-                        slot.flush()
-                        self._stopping.wait(0.1)
+                    if self._quiet and not self.options.burst:
+                        slot.flush()  # a completed event still owed goes now
+                        self._stopping.wait(0.1)  # quiet until stopped
                         continue
                     return
                 try:
@@ -292,7 +292,7 @@ class Worker:
                     raise
                 if job is None:
                     self._unclaim()
-                    if self.options.burst and not self._quiet:
+                    if self.options.burst:
                         return
                     continue
                 self._unclaim(took_job=True)
