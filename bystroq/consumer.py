@@ -33,6 +33,7 @@ from bystroq.servers import (
     reserve_many,
     servers_of,
 )
+from bystroq.tracing import link_applied
 
 BATCH = 500
 # Batches taken from one server in one step before the next server's turn.
@@ -122,6 +123,7 @@ class Consumer:
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
+        started_ns = time.time_ns()
         try:
             stored = self._store(conn, events)
         except StoreUnavailable:
@@ -132,6 +134,7 @@ class Consumer:
         self.stats.applied += len(stored)
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
+        link_applied(category, (event.body for event, _ in stored), started_ns)
         return [job.id for _, job in stored]
 
     def _store(

@@ -10,7 +10,9 @@ handler, its events and its record (extra `otel`).
 - The worker reads it back (`traceparent_of`, which needs no OpenTelemetry), puts it on
   every event of the job as the optional field `traceparent`, and, with OpenTelemetry,
   runs the handler inside a child span of it named `bystroq.job <category>`.
-- The consumer keeps it on the submission's record (`traceparent`).
+- The consumer keeps it on the submission's record (`traceparent`) and, with
+  OpenTelemetry, records each transaction that applied traced events as a span
+  `bystroq.apply <category>` linked to those jobs' traces.
 
 Without OpenTelemetry, or without a current span, nothing changes: the body and the events
 are the bytes they were. OpenTelemetry is imported on first use, never at module load.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import ModuleType, TracebackType
 from typing import Any
@@ -145,3 +147,24 @@ def _span(traceparent: str, category: str,
                                       kind=trace.SpanKind.CONSUMER,
                                       attributes=attributes) as span:
         yield JobSpan(span)
+
+
+def link_applied(category: str, bodies: Iterable[Mapping[str, Any]], started_ns: int) -> None:
+    """A span for a transaction (begun at `started_ns`) that applied events, linked to the
+    traces of their jobs; nothing when none carried a traceparent, or no OpenTelemetry."""
+    trace = _trace_api()
+    if trace is None:
+        return
+    traceparents = {value for body in bodies
+                    if isinstance(value := body.get(TRACEPARENT), str) and _FORMAT.fullmatch(value)}
+    if not traceparents:
+        return
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    extract = TraceContextTextMapPropagator().extract
+    links = [trace.Link(trace.get_current_span(extract({TRACEPARENT: value}))
+                        .get_span_context()) for value in sorted(traceparents)]
+    span = trace.get_tracer(TRACER_NAME).start_span(
+        f"bystroq.apply {category}", links=links, start_time=started_ns,
+        attributes={"bystroq.category": category, "bystroq.traces": len(links)})
+    span.end()

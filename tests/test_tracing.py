@@ -124,6 +124,11 @@ def test_a_request_that_submits_and_the_job_it_runs_are_one_trace(
         consumer.drain()
     record = store.get("traced")
     assert record is not None and record.traceparent == _traceparent(submit)
+    # The transaction that applied its events is a span linked to the job's trace.
+    (applied,) = [s for s in spans.get_finished_spans() if s.name == "bystroq.apply echo"]
+    assert submit.context is not None
+    assert [link.context.span_id for link in applied.links] == [submit.context.span_id]
+    assert applied.context is not None and applied.context.trace_id != job.context.trace_id
     assert record.result == {"message": "hi"}
 
 

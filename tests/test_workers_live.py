@@ -177,7 +177,8 @@ def test_the_consumer_reads_every_waiting_beat_into_the_store(
         assert consumer.beats.step() == 0  # within POLL_S: not looked at again
     assert len(store.workers()) == 120 and len(store.workers("echo")) == 120
     assert tubes.counts(tube) == EMPTY  # the malformed one was deleted too
-    assert store.worker("w.7") is not None and store.worker("w.7").slots_busy == 1  # type: ignore[union-attr]
+    seven = store.worker("w.7")
+    assert seven is not None and seven.slots_busy == 1
 
 
 # -- a real `bystroq listen` -----------------------------------------------------------------
