@@ -33,6 +33,7 @@ from bystroq.servers import (
 )
 
 POLL_S = 0.5
+MIN_POLL_S = 0.02
 # Beats reserved at once (one pipelined round trip), and the most batches a look takes
 # while they come full: a tube holds about one beat per living worker.
 BATCH = 50
@@ -86,7 +87,8 @@ class HeartbeatReader:
             return 0, 0
         beats = [beat for beat in map(self._decode, jobs) if beat is not None]
         if beats:
-            self._poll_s = min(self._poll_s, *(beat.intervalS / 4 for beat in beats))
+            shortest = min(beat.intervalS for beat in beats)
+            self._poll_s = max(MIN_POLL_S, min(self._poll_s, shortest / 4))
         try:
             if beats:
                 self.store.save_beats(beats)

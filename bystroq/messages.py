@@ -1,8 +1,9 @@
 """The wire format: JSON messages, compatible with Bystro's beanstalkd messages.
 
 Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
-submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq)
-are optional and left out of the JSON when unset, so Bystro consumers keep working.
+submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq,
+traceparent) are optional and left out of the JSON when unset, so Bystro consumers keep
+working. Workers also put Heartbeats on a tube of their own (`heartbeat_tube`).
 Ids are read in both generations of Bystro's wire (`submissionID`/`queueID` and camelCase
 `submissionId`/`queueId`) and written in the one `encode` is given (config.Wire).
 """

@@ -4,7 +4,8 @@
 came from (the `worker` field of the job's started event names the worker). The worker
 finds the lease for that job and stops its handler; the slot then publishes `cancelled`
 and deletes the job. `bystroq workers quiet|stop` put a QuietRequest or StopRequest
-(tagged by `control`; a message without the tag is a CancelRequest) on every server.
+(tagged by `control`; a message without the tag is a CancelRequest) on one server: the
+worker watches its control tube on every server.
 """
 
 from __future__ import annotations

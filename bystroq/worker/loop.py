@@ -226,8 +226,6 @@ class Worker:
         sender = HeartbeatSender(self.servers, heartbeat_tube(self.conf.submission), interval,
                                  lambda: heartbeat_of(self, self.state, interval,
                                                       self._started_at), self.health)
-        if self._stopping.is_set():
-            sender.beat_now()
         return sender.start()
 
     def _stop_heartbeat(self) -> None:
