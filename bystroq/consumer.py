@@ -6,7 +6,8 @@ reserves of the next batch while batches come full (one round trip a batch). A c
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
-cannot be reached, no event is reserved: they wait on the server.
+cannot be reached, no event is reserved: they wait on the server. Each round also reads
+the workers' heartbeats into the live-workers table (bystroq.heartbeats).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError, StoreUnavailable
+from bystroq.heartbeats import HeartbeatReader
 from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.records.store import EventWriter
 from bystroq.servers import (
@@ -32,6 +34,7 @@ from bystroq.servers import (
     reserve_many,
     servers_of,
 )
+from bystroq.tracing import link_applied
 
 BATCH = 500
 # Batches taken from one server in one step before the next server's turn.
@@ -92,6 +95,7 @@ class Consumer:
         self.conns = [(Connection(server, watch=[tube], health=health), name)
                       for server in servers_of(config.addresses)
                       for tube, name in self.category_of.items()]
+        self.beats = HeartbeatReader(config, store, names, health)
         self.stats = ConsumerStats()
         self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
@@ -110,6 +114,7 @@ class Consumer:
                     applied += self._round(conn, category)
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)  # reserved events go back to ready on the server
+        self.beats.step()
         self.stats.rounds += 1
         return applied
 
@@ -147,6 +152,7 @@ class Consumer:
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
+        started_ns = time.time_ns()
         try:
             stored = self._store(conn, category, events)
         except StoreUnavailable:
@@ -159,6 +165,7 @@ class Consumer:
         self.observer.applied(category, [event for event, _ in stored])
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
+        link_applied(category, (event.body for event, _ in stored), started_ns)
         return [job.id for _, job in stored]
 
     def _store(
@@ -223,6 +230,7 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
+        self.beats.close()
         for conn, _ in self.conns:
             with conn.lock:
                 conn.close()

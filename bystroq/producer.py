@@ -58,6 +58,7 @@ from bystroq.servers import (
     servers_of,
     wait_for_any,
 )
+from bystroq.tracing import with_traceparent
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_WAIT_S", "FROM_CONFIG", "FromConfig", "Producer",
            "SubmitRecorder", "Submitted"]
@@ -150,7 +151,8 @@ class Producer:
         batch: str | None,
     ) -> Submitted:
         conf = self.config.category(category)
-        body = job if isinstance(job, bytes) else encode(job, self.config.config.wire)
+        body = with_traceparent(job if isinstance(job, bytes)
+                                else encode(job, self.config.config.wire))
         record = self.recorder is not None
         submission_id = job_submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
@@ -258,7 +260,8 @@ class Producer:
         """
         conf = self.config.category(category)
         name = self.config.category_name(category)
-        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
+        bodies = [with_traceparent(job if isinstance(job, bytes) else encode(job))
+                  for job in jobs]
         record = self.recorder is not None
         ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
                for job in jobs]

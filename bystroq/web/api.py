@@ -42,7 +42,7 @@ from bystroq.records.views import (
     submission_view,
     timeline_view,
 )
-from bystroq.web import batches, health, idempotency, queues, sse, webhooks
+from bystroq.web import batches, health, idempotency, queues, sse, webhooks, workers
 from bystroq.web.auth import authorizer
 from bystroq.web.bodies import read_body
 from bystroq.web.problems import FieldError, Problem, ProblemRoute, problem_response
@@ -93,6 +93,7 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1.include_router(queues.router(services))
     v1.include_router(sse.router(services))
     v1.include_router(webhooks.router(services))
+    v1.include_router(workers.router(services))
     router.include_router(v1)
     if metrics is not None:
         from bystroq.web.metrics import metrics_router
