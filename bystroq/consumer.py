@@ -6,7 +6,8 @@ reserves of the next batch while batches come full (one round trip a batch). A c
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
-cannot be reached, no event is reserved: they wait on the server.
+cannot be reached, no event is reserved: they wait on the server. Each round also reads
+the workers' heartbeats into the live-workers table (bystroq.heartbeats).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import greenstalk
 import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError, StoreUnavailable
+from bystroq.heartbeats import HeartbeatReader
 from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.records.store import EventWriter
 from bystroq.servers import (
@@ -31,11 +34,38 @@ from bystroq.servers import (
     reserve_many,
     servers_of,
 )
+from bystroq.tracing import link_applied
 
 BATCH = 500
 # Batches taken from one server in one step before the next server's turn.
 BATCHES_PER_ROUND = 8
 IDLE_POLL_MAX_S = 0.1
+
+
+StoreError = Literal["refused", "unavailable"]
+
+
+class ConsumerObserver(Protocol):
+    """What the consumer tells whoever watches it (bystroq.metrics.consumer counts it)."""
+
+    def applied(self, category: str, events: Sequence[IncomingEvent]) -> None: ...
+
+    def malformed(self, category: str) -> None: ...
+
+    def store_error(self, category: str, error: StoreError) -> None: ...
+
+
+class NoObserver:
+    """Watches nothing: the consumer's default."""
+
+    def applied(self, category: str, events: Sequence[IncomingEvent]) -> None:
+        pass
+
+    def malformed(self, category: str) -> None:
+        pass
+
+    def store_error(self, category: str, error: StoreError) -> None:
+        pass
 
 
 @dataclass
@@ -53,7 +83,7 @@ class Consumer:
 
     def __init__(
         self, config: LoadedConfig, store: EventWriter, categories: Sequence[str] | None = None,
-        batch: int = BATCH,
+        batch: int = BATCH, observer: ConsumerObserver | None = None,
     ) -> None:
         tubes = config.config.beanstalkd.tubes
         names = [config.category_name(c) for c in categories] if categories else list(tubes)
@@ -65,7 +95,9 @@ class Consumer:
         self.conns = [(Connection(server, watch=[tube], health=health), name)
                       for server in servers_of(config.addresses)
                       for tube, name in self.category_of.items()]
+        self.beats = HeartbeatReader(config, store, names, health)
         self.stats = ConsumerStats()
+        self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
 
@@ -82,6 +114,7 @@ class Consumer:
                     applied += self._round(conn, category)
                 except CONNECTION_ERRORS as exc:
                     conn.failed(exc)  # reserved events go back to ready on the server
+        self.beats.step()
         self.stats.rounds += 1
         return applied
 
@@ -115,23 +148,29 @@ class Consumer:
                 events.append((parse_event(job.body, category, conn.server.name, job.id), job))
             except DecodeError as exc:
                 self.stats.malformed += 1
+                self.observer.malformed(category)
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
+        started_ns = time.time_ns()
         try:
-            stored = self._store(conn, events)
+            stored = self._store(conn, category, events)
         except StoreUnavailable:
             self.stats.store_outages += 1
+            self.observer.store_error(category, "unavailable")
             for _, job in events:  # back to ready at once, for when the store returns
                 conn.client.release(job)
             return None
         self.stats.applied += len(stored)
+        self.observer.applied(category, [event for event, _ in stored])
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
+        link_applied(category, (event.body for event, _ in stored), started_ns)
         return [job.id for _, job in stored]
 
     def _store(
-        self, conn: Connection, events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],
+        self, conn: Connection, category: str,
+        events: list[tuple[IncomingEvent, greenstalk.Job[bytes]]],
     ) -> list[tuple[IncomingEvent, greenstalk.Job[bytes]]]:
         """Apply the events in one transaction; if the store refuses the batch, apply them
         one by one and bury each it refuses. Returns those stored."""
@@ -153,6 +192,7 @@ class Consumer:
                 raise
             except Exception as exc:
                 self.stats.rejected += 1
+                self.observer.store_error(category, "refused")
                 self.log.error("event refused by the records store, buried",
                                server=conn.server.name, queueID=job.id,
                                submissionID=event.submission_id,
@@ -190,6 +230,7 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
+        self.beats.close()
         for conn, _ in self.conns:
             with conn.lock:
                 conn.close()

@@ -7,19 +7,21 @@ from bystroq.beanstalk.connection import (
     CONNECT_TIMEOUT_S,
     CONNECTION_ERRORS,
     IO_TIMEOUT_S,
-    Backoff,
     Connection,
     Reserved,
+    exchange,
+    read_reply,
+    send,
+)
+from bystroq.beanstalk.framing import Reply, expect, reserved_job
+from bystroq.beanstalk.health import (
+    Backoff,
     Server,
     ServerDown,
     ServerHealth,
-    exchange,
     peer_of,
-    read_reply,
-    send,
     servers_of,
 )
-from bystroq.beanstalk.framing import Reply, expect, reserved_job
 from bystroq.beanstalk.pool import (
     connections,
     delete_and_reserve_many,

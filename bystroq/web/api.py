@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from bystroq.config import LoadedConfig
 from bystroq.errors import (
     BystroqError,
+    DuplicateSubmission,
     JobTooBig,
     ServersUnavailable,
     SubmitOutcomeUnknown,
@@ -37,7 +38,7 @@ from bystroq.records.views import (
     submission_view,
     timeline_view,
 )
-from bystroq.web import batches, health, idempotency, queues, sse, webhooks
+from bystroq.web import batches, health, idempotency, queues, sse, webhooks, workers
 from bystroq.web.auth import authorizer
 from bystroq.web.bodies import read_body
 from bystroq.web.cursor import Filters, submission_page
@@ -47,6 +48,9 @@ from bystroq.web.schema import ProgressView, SubmissionDetailView, SubmissionPag
 from bystroq.web.services import Services
 from bystroq.web.settings import WebSettings
 from bystroq.web.validate import check_body
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 MAX_PAGE = 500
 # Every job; the category's own Struct checks the rest (422 naming the field).
@@ -60,10 +64,12 @@ assert set(StateName.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
 def create_router(config: LoadedConfig, settings: WebSettings | None = None,
-                  *, health_routes: bool = True, dashboard: bool = True) -> APIRouter:
+                  *, health_routes: bool = True, dashboard: bool = True,
+                  metrics: CollectorRegistry | None = None) -> APIRouter:
     """The API router: `/v1/...`, the dashboard at its root unless `dashboard` is False,
-    and `/healthz`, `/readyz` unless `health_routes` is False. Its lifespan closes the
-    store and producer it opened."""
+    and `/healthz`, `/readyz` unless `health_routes` is False; `/metrics` over the
+    `metrics` registry when given (bystroq.web.metrics). Its lifespan closes the store
+    and producer it opened."""
     settings = settings or WebSettings.from_config(config)
     services = Services(config, settings)
 
@@ -84,7 +90,12 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1.include_router(queues.router(services))
     v1.include_router(sse.router(services))
     v1.include_router(webhooks.router(services))
+    v1.include_router(workers.router(services))
     router.include_router(v1)
+    if metrics is not None:
+        from bystroq.web.metrics import metrics_router
+
+        router.include_router(metrics_router(services, metrics))
     if dashboard:
         from bystroq.web.dashboard import dashboard_router
 
@@ -154,6 +165,8 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 handle = services.producer.submit(name, body)
             except JobTooBig as exc:
                 raise Problem(413, str(exc)) from None
+            except DuplicateSubmission as exc:
+                raise Problem(409, str(exc)) from None
             except ServersUnavailable as exc:
                 raise Problem(503, str(exc), headers={"Retry-After": "5"}) from None
             except SubmitOutcomeUnknown as exc:  # kept: submitting again could run it twice

@@ -46,6 +46,7 @@ from bystroq.servers import (
     reserved_job,
     send,
 )
+from bystroq.tracing import job_span, traceparent_of
 from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease
@@ -177,6 +178,7 @@ class Slot(Reporting):
             return Outcome.LOST
         if reply[0] == b"INSERTED":
             self._pending_delete = job
+            self.worker.completed_stored()
             log.debug("job completed",
                      duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
             return Outcome.COMPLETED
@@ -231,7 +233,7 @@ class Slot(Reporting):
         try:
             with conn.lock:
                 self._pending_delete = None if pending is not None else self._pending_delete
-                attempt, ttr, job.priority, deleted = job_reserves_ttr_pri(
+                attempt, ttr, job.priority, age, deleted = job_reserves_ttr_pri(
                     conn, job.id, delete_first=pending.id if pending is not None else None)
             if pending is not None and not deleted:
                 self._delete_missed(pending)
@@ -240,6 +242,7 @@ class Slot(Reporting):
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
             return Outcome.LOST
+        worker.observer.queue_waited(age)
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
         lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
@@ -259,6 +262,9 @@ class Slot(Reporting):
                          invalid.disposition, log)
             return Outcome.INVALID
         log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        traceparent = traceparent_of(job.body)
+        if traceparent is not None:  # the job's trace context goes on each of its events
+            fields["traceparent"] = traceparent
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -284,7 +290,10 @@ class Slot(Reporting):
         worker.keeper.add(lease)
         error: BaseException | None
         try:
-            execution, error = self.runner.run(data, job.body, publisher, fields)
+            with job_span(traceparent, worker.category, job.id, attempt,
+                          worker.worker_id) as span:
+                execution, error = self.runner.run(data, job.body, publisher, fields)
+                span.failed(execution.error)
         except LeaseLost as exc:
             log.warning("lease lost: nothing reported for this attempt", reason=str(exc))
             return Outcome.LOST
@@ -304,6 +313,7 @@ class Slot(Reporting):
             worker.keeper.remove(lease)
             with conn.lock:
                 lease.done = True
+            worker.observer.handler_ran(time.monotonic() - lease.started_at)
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return Outcome.LOST
