@@ -110,7 +110,8 @@ def running_stack(server: Beanstalkd, workdir: Path, tokens: str | None = None,
 
         wait_until(up, timeout_s=30, interval_s=0.1)
         procs.append(_bystroq(config, "listen", "--tube", "echo", "--concurrency", "4",
-                              env=env, log=workdir / "listen.log"))
+                              "--heartbeat-interval", "0.5", env=env,
+                              log=workdir / "listen.log"))
         procs.append(_bystroq(config, "consume", env=env, log=workdir / "consume.log"))
         yield Stack(url, config, prefix, workdir)
     finally:
@@ -323,3 +324,27 @@ def test_updates_pause_while_hidden_and_poll_without_the_stream(
     expect(bar).not_to_have_attribute("value", first, timeout=20_000)
     _not_reloaded(page)
     console_errors.clear()  # the browser logs the refused stream
+
+
+def test_workers_page_shows_what_a_worker_runs_and_quiets_it(
+    server: Beanstalkd, tmp_path: Path, page: Page, console_errors: list[str],
+    shots: Path,
+) -> None:
+    with running_stack(server, tmp_path) as own:
+        own.submit({"submissionID": "busy-1", "sleep_s": 60})
+        _wait_state(own, "busy-1", "started")
+        page.goto(own.url + "/")
+        panel = page.locator("section", has=page.locator("#live-workers"))
+        expect(panel.locator("tr[data-worker]")).to_have_count(1)
+        page.goto(own.url + "/workers")
+        row = page.locator("tr[data-worker]")
+        expect(row).to_contain_text("busy-1", timeout=20_000)  # the page reads itself again
+        expect(row.locator('[data-field="state"]')).to_have_text("running")
+        _shot(page, shots, "workers")
+        row.get_by_role("button", name="Quiet").click()
+        expect(page.locator(".note")).to_contain_text("asked to quiet")
+        expect(page.locator('tr[data-worker] [data-field="state"]')).to_have_text(
+            "quiet", timeout=20_000)
+        assert not page.get_by_role("button", name="Quiet").is_visible()
+        with own.http() as http:  # the job would hold the worker's drain at the end
+            http.post("/v1/submissions/busy-1/cancel")

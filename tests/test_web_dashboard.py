@@ -5,14 +5,17 @@ letters in bulk."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
 
 from bystroq.config import LoadedConfig
+from bystroq.messages import Heartbeat, HeldJob
 from bystroq.ops.batches import create_batch
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.producer import Producer
@@ -20,6 +23,7 @@ from bystroq.records import Store, open_store
 from bystroq.testing import config_for, wait_until
 from bystroq.web import WebSettings, create_app
 from bystroq.worker import Worker, WorkerOptions
+from bystroq.worker.control import control_tube
 from tests.conftest import Tubes
 from tests.web_server import serving
 
@@ -264,7 +268,8 @@ def test_read_token_sees_no_buttons_and_its_actions_are_refused(
                              ("dead-one", {"category": "echo", "server": "s", "op": "kick",
                                            "queueID": "1"}),
                              ("dead-bulk", {"category": "echo", "op": "delete",
-                                            "count": "0"})):
+                                            "count": "0"}),
+                             ("worker", {"worker": "w.1", "op": "stop"})):
             refused = http.post(f"/actions/{action}", data=form)
             assert refused.status_code == 403, action
             assert "read-only" in refused.json()["detail"]
@@ -293,3 +298,36 @@ def test_write_token_acts_but_not_from_another_site(secured: tuple[str, str]) ->
         logged_out = http.post("/logout")
         assert logged_out.status_code == 303
         assert http.get("/").status_code == 303
+
+
+def _beat(worker: str, **fields: object) -> Heartbeat:
+    values: dict[str, object] = dict(
+        worker=worker, host="host-a", pid=4242, category="echo", state="running",
+        slotsBusy=1, slotsTotal=2, isolation="inline", version="0.1.0",
+        startedAt=time.time() - 60, at=time.time(), intervalS=5.0,
+        jobs=[HeldJob(submissionID="held-1", queueID=7, server="127.0.0.1:1")])
+    values.update(fields)
+    return Heartbeat(**values)  # type: ignore[arg-type]
+
+
+def test_workers_page_and_overview_list_live_workers_and_quiet_one(
+    http: httpx.Client, store: Store, tubes: Tubes, prefix: str,
+) -> None:
+    live, gone = f"{prefix}live.1", f"{prefix}gone.2"  # control tubes of this test's own
+    store.save_beats([_beat(live),
+                      _beat(gone, at=time.time() - 3600, jobs=[])])
+    page = _ok(http, "/workers")
+    assert f'data-worker="{live}"' in page and f'data-worker="{gone}"' not in page
+    assert 'href="/submission?id=held-1"' in page and ">1/2<" in page
+    assert "Quiet</button>" in page and "Stop</button>" in page
+    everyone = _ok(http, "/workers", all="true")
+    assert f'data-worker="{gone}"' in everyone and "state-gone" in everyone
+    overview = _ok(http, "/")
+    assert "Live workers" in overview and f'data-worker="{live}"' in overview
+    asked = http.post("/actions/worker", data={"worker": live, "op": "quiet"})
+    assert asked.status_code == 303 and "asked to quiet" in unquote(asked.headers["location"])
+    assert tubes.counts(control_tube(live))["ready"] == 1
+    refused = http.post("/actions/worker", data={"worker": gone, "op": "stop"})
+    assert "nothing to stop" in unquote(refused.headers["location"])
+    audit = _ok(http, "/audit")
+    assert "worker.quiet" in audit and "worker.stop" in audit

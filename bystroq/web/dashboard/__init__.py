@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from bystroq.web.dashboard import actions, pages, tubes
+from bystroq.web.dashboard import actions, pages, tubes, workers
 from bystroq.web.dashboard.bulk import BulkTasks
 from bystroq.web.dashboard.render import Pages
 from bystroq.web.problems import ProblemRoute
@@ -42,6 +42,7 @@ def dashboard_router(services: Services) -> APIRouter:
     router.include_router(pages.routes(services, rendering))
     router.include_router(actions.routes(services, rendering))
     router.include_router(tubes.routes(services, rendering, bulk))
+    router.include_router(workers.routes(services, rendering))
     files = {name: (resources.files(__package__) / "static" / name).read_bytes()
              for name in STATIC}
 

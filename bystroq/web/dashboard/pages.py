@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from bystroq.errors import UnknownCategory
 from bystroq.ops.batches import batch_status
 from bystroq.ops.waiting import why_waiting
+from bystroq.ops.workers import list_workers
 from bystroq.records import activity
 from bystroq.records.views import submission_view, timeline_view
 from bystroq.web.cursor import Filters, submission_page
@@ -31,7 +32,8 @@ def routes(services: Services, pages: Pages) -> APIRouter:
     @router.get("/", name="dashboard_overview", response_class=HTMLResponse)
     def overview_page(request: Request, who: Who) -> HTMLResponse:
         return pages.render(request, "overview.html", who, "Overview",
-                            view=overview(services.config, services.store))
+                            view=overview(services.config, services.store),
+                            workers=list_workers(services.store))
 
     @router.get("/submissions", name="dashboard_submissions", response_class=HTMLResponse)
     def submissions(

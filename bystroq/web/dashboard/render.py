@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,6 +37,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+def pct(value: float) -> str:
+    """A percentage to one decimal, as the page's script writes it (100, 33.3)."""
+    return f"{round(value, 1):g}"
+
+
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -50,16 +56,15 @@ def environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("bystroq.web.dashboard", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True)
-    env.filters.update(utc=utc, duration=duration, pretty=pretty, key=key)
+    env.filters.update(utc=utc, duration=duration, pretty=pretty, key=key, pct=pct)
     return env
 
 
 class Pages:
     """The environment, built once per router, and `render` for a page."""
 
-    def __init__(self, workers: bool = False) -> None:
+    def __init__(self) -> None:
         self.env = environment()
-        self.workers = workers
 
     def render(self, request: Request, template: str, viewer: Viewer, title: str,
                status: int = 200, **context: Any) -> HTMLResponse:
@@ -73,7 +78,7 @@ class Pages:
         html = self.env.get_template(template).render(
             request=request, viewer=viewer, title=title, url=url, root=root,
             api=root.rstrip("/") + "/v1/", note=request.query_params.get("note"),
-            states=STATES, workers_page=self.workers, **context)
+            states=STATES, now=time.time(), **context)
         return HTMLResponse(html, status_code=status,
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": CSP,

@@ -11,6 +11,7 @@
   const FLUSH_MS = 250;
   let source = null;
   let pollTimer = null;
+  let refreshTimer = null;
   let flushTimer = null;
   let failures = 0;
   const dueSubmissions = new Set();
@@ -186,6 +187,9 @@
 
   function start() {
     if (!live) return;
+    // Heartbeats and tube counts change without events: such pages read themselves again.
+    if (live === "overview" || live === "refresh") refreshTimer = setInterval(reloadMain, POLL_MS);
+    if (live === "refresh") { say("on (every " + POLL_MS / 1000 + " s)"); return; }
     if (live === "task" || typeof EventSource === "undefined") { say("on (polling)"); poll(); return; }
     source = new EventSource(api + streamPath(), { withCredentials: true });
     ["started", "progress", "completed", "failed", "retrying", "cancelled"].forEach(function (name) {
@@ -207,6 +211,7 @@
   function stop() {
     if (source !== null) { source.close(); source = null; }
     if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; }
+    if (refreshTimer !== null) { clearInterval(refreshTimer); refreshTimer = null; }
   }
 
   document.addEventListener("visibilitychange", function () {
