@@ -110,7 +110,7 @@ def running_stack(server: Beanstalkd, workdir: Path, tokens: str | None = None,
 
         wait_until(up, timeout_s=30, interval_s=0.1)
         procs.append(_bystroq(config, "listen", "--tube", "echo", "--concurrency", "4",
-                              "--heartbeat-interval", "0.5", env=env,
+                              "--heartbeat-interval", "1", env=env,
                               log=workdir / "listen.log"))
         procs.append(_bystroq(config, "consume", env=env, log=workdir / "consume.log"))
         yield Stack(url, config, prefix, workdir)
@@ -170,6 +170,8 @@ def test_every_page_renders_without_console_errors(
     stack.submit({"submissionID": "shot-failed", "fail": "the input file is empty"})
     _wait_state(stack, "shot-failed", "failed")
     _wait_state(stack, "shot-done", "completed")
+    with stack.http() as http:  # the worker's heartbeat has been read: the overview lists it
+        wait_until(lambda: http.get("/v1/workers").json() != [], timeout_s=20)
     with stack.http() as http:
         created = http.post("/v1/batches", json={"category": "echo", "concurrency": 2,
                                                   "records": [{"message": str(n)}
