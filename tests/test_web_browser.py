@@ -110,7 +110,7 @@ def running_stack(server: Beanstalkd, workdir: Path, tokens: str | None = None,
 
         wait_until(up, timeout_s=30, interval_s=0.1)
         procs.append(_bystroq(config, "listen", "--tube", "echo", "--concurrency", "4",
-                              "--heartbeat-interval", "1", env=env,
+                              "--heartbeat-interval", "2", env=env,
                               log=workdir / "listen.log"))
         procs.append(_bystroq(config, "consume", env=env, log=workdir / "consume.log"))
         yield Stack(url, config, prefix, workdir)
@@ -337,7 +337,7 @@ def test_workers_page_shows_what_a_worker_runs_and_quiets_it(
         _wait_state(own, "busy-1", "started")
         page.goto(own.url + "/")
         panel = page.locator("section", has=page.locator("#live-workers"))
-        expect(panel.locator("tr[data-worker]")).to_have_count(1)
+        expect(panel.locator("tr[data-worker]")).to_have_count(1, timeout=20_000)
         page.goto(own.url + "/workers")
         row = page.locator("tr[data-worker]")
         expect(row).to_contain_text("busy-1", timeout=20_000)  # the page reads itself again
