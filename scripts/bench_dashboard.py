@@ -55,8 +55,7 @@ def plans(url: str) -> list[str]:
             where = ["1 = 1"] + (["state = ?"] if state else [])
             params: list[object] = [state] if state else []
             if text:
-                where.append("(LOWER(submission_id) LIKE ? ESCAPE '\\' OR "
-                             "LOWER(COALESCE(reason, '')) LIKE ? ESCAPE '\\')")
+                where.append(feeds.text_match(store))
                 params += [feeds.like_pattern(text)] * 2
             cur.execute(f"EXPLAIN QUERY PLAN SELECT * FROM bystroq_records WHERE "
                         f"{' AND '.join(where)} ORDER BY submission_id LIMIT 51", params)

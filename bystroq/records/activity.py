@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bystroq.records.feeds import like_pattern
+from bystroq.records.feeds import like_pattern, text_match
 from bystroq.records.model import Record
 from bystroq.records.rows import RECORD_COLUMNS, row_record
 from bystroq.records.sql import SQLStore
@@ -74,13 +74,13 @@ def finished_per_minute(store: SQLStore, minutes: int = 60, now: float | None = 
     return out
 
 
-def _failed_where(category: str, text: str | None) -> tuple[list[str], list[Any]]:
+def _failed_where(store: SQLStore, category: str, text: str | None,
+                  ) -> tuple[list[str], list[Any]]:
     where = ["state = 'failed'", "category = ?"]
     params: list[Any] = [category]
     if text:
         pattern = like_pattern(text)
-        where.append("(LOWER(submission_id) LIKE ? ESCAPE '\\' OR "
-                     "LOWER(COALESCE(reason, '')) LIKE ? ESCAPE '\\')")
+        where.append(text_match(store))
         params += [pattern, pattern]
     return where, params
 
@@ -89,7 +89,7 @@ def failed_page(store: SQLStore, category: str, text: str | None = None,
                 after: str | None = None, limit: int = 50) -> list[Record]:
     """Failed records of `category` by submissionID, after `after`, optionally with
     `text` in the submissionID or reason."""
-    where, params = _failed_where(category, text)
+    where, params = _failed_where(store, category, text)
     if after is not None:
         where.append("submission_id > ?")
         params.append(after)
@@ -102,7 +102,7 @@ def failed_page(store: SQLStore, category: str, text: str | None = None,
 
 def count_failed(store: SQLStore, category: str, text: str | None = None) -> int:
     """How many records `failed_page` would go through."""
-    where, params = _failed_where(category, text)
+    where, params = _failed_where(store, category, text)
     with store.transaction() as cur:
         cur.execute(_sql(store, f"SELECT COUNT(*) FROM bystroq_records WHERE "
                                 f"{' AND '.join(where)}"), params)
