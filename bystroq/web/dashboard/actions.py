@@ -5,6 +5,9 @@ log, and answered with a redirect back to the page it came from, with a note say
 happened (so it works without JavaScript).
 """
 
+# Annotations are evaluated at definition (no `from __future__ import annotations`):
+# FastAPI reads the handlers' annotations, which name aliases local to `routes`.
+
 from typing import Annotated
 from urllib.parse import quote
 

@@ -1,6 +1,9 @@
 """The dashboard's pages that read: overview, submissions, a submission, batches, a batch,
 the audit log. Every handler runs in the thread pool (they touch the store and servers)."""
 
+# Annotations are evaluated at definition (no `from __future__ import annotations`):
+# FastAPI reads the handlers' annotations, which name aliases local to `routes`.
+
 import time
 from typing import Annotated
 

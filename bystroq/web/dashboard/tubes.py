@@ -3,6 +3,9 @@ tube for a while, kick, purge (typing the tube's name to confirm); buried jobs w
 bodies and reasons, kicked or deleted one at a time or in bulk (bystroq.web.dashboard.bulk)
 after a count."""
 
+# Annotations are evaluated at definition (no `from __future__ import annotations`):
+# FastAPI reads the handlers' annotations, which name aliases local to `routes`.
+
 from typing import Annotated
 
 import msgspec

@@ -1,6 +1,9 @@
 """The dashboard's Workers page: the live workers (from their heartbeats, kept by the
 consumer), what each runs now and when it was last heard from; quiet or stop one."""
 
+# Annotations are evaluated at definition (no `from __future__ import annotations`):
+# FastAPI reads the handlers' annotations, which name aliases local to `routes`.
+
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
