@@ -158,13 +158,19 @@ def _submissions(router: APIRouter, services: Services) -> None:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         name = _category(services, category)
-        body = await read_body(request, await run_in_threadpool(services.body_limit))
-        decoder, _ = await run_in_threadpool(services.decoder, name)
+        limit = services.known_body_limit()
+        if limit is None:
+            limit = await run_in_threadpool(services.body_limit)
+        body = await read_body(request, limit)
+        known = services.known_decoder(name)
+        if known is None:
+            known = await run_in_threadpool(services.decoder, name)
+        decoder = known[0]
         submission_id = check_body(decoder, body)
 
-        def put() -> idempotency.StoredResponse:
+        async def put() -> idempotency.StoredResponse:
             try:
-                handle = services.producer.submit(name, body)
+                handle = await services.submitter.submit(name, body, submission_id)
             except JobTooBig as exc:
                 raise Problem(413, str(exc)) from None
             except ServersUnavailable as exc:
@@ -180,13 +186,13 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 {"content-type": JSON, "location": location})
 
         if idempotency_key is None:
-            stored, replayed = await run_in_threadpool(put), False
+            stored, replayed = await put(), False
         else:
             token = getattr(request.state, "token_name", "-")
             print_ = idempotency.fingerprint(name.encode(), body)
-            stored, replayed = await run_in_threadpool(
-                idempotency.run_once, services.store, idempotency_key, f"{token}:{name}",
-                print_, services.settings.idempotency_ttl_s, put)
+            stored, replayed = await idempotency.run_once(
+                lambda: services.store, idempotency_key, f"{token}:{name}", print_,
+                services.settings.idempotency_ttl_s, put)
         headers = dict(stored.headers)
         media = headers.pop("content-type", JSON)
         if replayed:

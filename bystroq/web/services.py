@@ -1,6 +1,7 @@
 """What the endpoints share, built by `create_router` and closed with it: the config, the
-records store and a producer (both opened on first use, from any thread), the category
-decoders, and the cap on request bodies."""
+records store and a producer (both opened on first use, from any thread), the submitter
+that puts concurrent requests' jobs together, the category decoders, and the cap on request
+bodies."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bystroq.producer import Producer
 from bystroq.records.batchstore import Store
 from bystroq.records.store import open_store
 from bystroq.web.settings import WebSettings
+from bystroq.web.submitter import Submitter
 
 # beanstalkd's own default max-job-size, used while no server has answered.
 DEFAULT_MAX_JOB_SIZE = 65_535
@@ -31,6 +33,7 @@ class Services:
         self._producer: Producer | None = None
         self._decoders: dict[str, tuple[JobDecoder[Any] | None, str]] = {}
         self._max_job_size: int | None = None
+        self.submitter = Submitter(lambda: self.producer)
 
     @property
     def store(self) -> Store:
@@ -67,7 +70,18 @@ class Services:
             self._max_job_size = min(sizes)
         return self._max_job_size
 
+    def known_body_limit(self) -> int | None:
+        """`body_limit()` once it is known without asking a server; else None."""
+        if self.settings.max_body_bytes is not None:
+            return self.settings.max_body_bytes
+        return self._max_job_size
+
+    def known_decoder(self, category: str) -> tuple[JobDecoder[Any] | None, str] | None:
+        """`decoder(category)` once it was built (importing a listener blocks); else None."""
+        return self._decoders.get(category)
+
     def close(self) -> None:
+        self.submitter.close()
         with self._lock:
             producer, self._producer = self._producer, None
             store, self._store = self._store, None
