@@ -1,9 +1,12 @@
 """One poller of the store's event feed per app, shared by every live event stream.
 
-Without it, each open `GET /v1/events` would query the store several times a second. The
-broadcaster reads the feed in order (waiting at gaps, see bystroq.records.feeds.Follower),
-keeps the newest events in memory, and wakes the streams; a stream that starts (or
-resumes) further back than memory reaches reads the store until it catches up.
+Without it, each open `GET /v1/events` would query the store many times a second. The
+broadcaster asks for the events after the last one it has every POLL_S (an index range,
+empty when nothing happened, read over a read-only connection of its own, so it never
+waits for a writer nor makes one wait), reads the feed in order (waiting at gaps, see
+bystroq.records.feeds.Follower), keeps the newest events in memory, and wakes the
+streams; a stream that starts (or resumes) further back than memory reaches reads the
+store until it catches up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from bystroq.records import feeds
 from bystroq.records.sql import SQLStore
 
-POLL_S = 0.2
+# Between two looks at the feed: what an event waits at most, once the consumer stored it.
+POLL_S = 0.025
 GAP_WAIT_S = 2.0
 PAGE = 200
 KEPT = 10_000

@@ -30,6 +30,7 @@ class Services:
         self.settings = settings
         self._lock = threading.Lock()
         self._store: Store | None = None
+        self._feed_store: Store | None = None
         self._producer: Producer | None = None
         self._decoders: dict[str, tuple[JobDecoder[Any] | None, str]] = {}
         self._max_job_size: int | None = None
@@ -41,6 +42,16 @@ class Services:
             if self._store is None:
                 self._store = open_store(self.settings.records_url)
             return self._store
+
+    @property
+    def feed_store(self) -> Store:
+        """The store again, read-only, for following the event feed: its reads never
+        wait for a write lock, nor make writers wait."""
+        store = self.store  # creates the schema the read-only store needs
+        with self._lock:
+            if self._feed_store is None:
+                self._feed_store = open_store(store.url, read_only=True)
+            return self._feed_store
 
     @property
     def producer(self) -> Producer:
@@ -85,7 +96,9 @@ class Services:
         with self._lock:
             producer, self._producer = self._producer, None
             store, self._store = self._store, None
+            feed_store, self._feed_store = self._feed_store, None
         if producer is not None:
             producer.close()
-        if store is not None:
-            store.close()
+        for opened in (store, feed_store):
+            if opened is not None:
+                opened.close()
