@@ -38,14 +38,18 @@ class Broadcaster:
         self._covered_from = 0  # memory holds every settled event after this id
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        """Start following (once), from the newest event."""
-        if self._task is not None:
-            return
-        self.head = self._covered_from = await run_in_threadpool(
-            feeds.last_event_id, self._store())
-        self._task = asyncio.create_task(self._follow(feeds.Follower(self.head, GAP_WAIT_S)))
+        """Start following (once, however many streams start together), from the newest
+        event."""
+        async with self._starting:
+            if self._task is not None:
+                return
+            self.head = self._covered_from = await run_in_threadpool(
+                lambda: feeds.last_event_id(self._store()))
+            self._task = asyncio.create_task(
+                self._follow(feeds.Follower(self.head, GAP_WAIT_S)))
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -57,8 +61,8 @@ class Broadcaster:
     async def _follow(self, follower: feeds.Follower) -> None:
         while True:
             try:
-                page = await run_in_threadpool(feeds.events_after, self._store(),
-                                               follower.after, limit=PAGE)
+                page = await run_in_threadpool(lambda: feeds.events_after(
+                    self._store(), follower.after, limit=PAGE))
             except Exception:  # the store is away: streams wait, nothing is skipped
                 await asyncio.sleep(POLL_S)
                 continue
@@ -87,5 +91,6 @@ class Broadcaster:
             return []
         if after >= self._covered_from:
             return [e for e in self._kept if after < e.id <= head]
-        page = await run_in_threadpool(feeds.events_after, self._store(), after, limit=PAGE)
+        page = await run_in_threadpool(
+            lambda: feeds.events_after(self._store(), after, limit=PAGE))
         return [e for e in page if e.id <= head]
