@@ -7,6 +7,11 @@ between commit and delete means the events come back and are applied again, whic
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
 cannot be reached, no event is reserved: they wait on the server.
+
+When nothing is ready, a consumer of one events tube on one server waits there (a reserve
+the server holds up to IDLE_WAIT_S and answers the moment an event arrives), so live views
+see an event as soon as it is put; with several it looks at each again after a pause that
+doubles up to IDLE_POLL_MAX_S (waiting on one would keep the others waiting).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ BATCH = 500
 # Batches taken from one server in one step before the next server's turn.
 BATCHES_PER_ROUND = 8
 IDLE_POLL_MAX_S = 0.1
+# Idle with one connection: the server holds a reserve this long (whole seconds) and
+# answers it the moment an event arrives, so a live view sees it at once.
+IDLE_WAIT_S = 1
 
 
 @dataclass
@@ -182,11 +190,43 @@ class Consumer:
                 continue
             if burst:
                 break
-            time.sleep(pause)
-            pause = min(pause * 2, IDLE_POLL_MAX_S)
+            waited = self._wait_on_server()
+            if waited is None:
+                time.sleep(pause)
+                pause = min(pause * 2, IDLE_POLL_MAX_S)
+            elif waited:
+                self.after_round(waited, burst)
+                pause = 0.005
         return self.stats
 
+    def _wait_on_server(self) -> int | None:
+        """Idle, with a single connection: wait up to IDLE_WAIT_S on the server for the next
+        event and apply it; how many were applied. None when it cannot wait there: with
+        several servers or tubes (waiting on one would keep the others waiting), or while
+        the server or the store is away; the caller then sleeps."""
+        if len(self.conns) != 1 or self.store.available_in() > 0:
+            return None
+        conn, category = self.conns[0]
+        if not conn.ready():
+            return None
+        with conn.lock:
+            try:
+                try:
+                    job = conn.client.reserve(IDLE_WAIT_S)
+                except greenstalk.TimedOutError:
+                    return 0
+                stored = self._apply(conn, category, [job])
+                if stored is None:
+                    return None  # the store is away: the event was released
+                delete_many(conn, stored)  # only after the commit
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # a reserved event goes back to ready on the server
+                return None
+        return len(stored)
+
     def stop(self) -> None:
+        """Stop after the current round (an idle wait on the server ends within
+        IDLE_WAIT_S)."""
         self._stopping = True
 
     def close(self) -> None:

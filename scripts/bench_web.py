@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bystroq.testing import Beanstalkd, config_text, free_port, wait_until
@@ -294,6 +296,10 @@ def report(rows: dict[str, dict[str, Any]], lag: dict[str, Any] | None, clients:
     return "\n".join(lines)
 
 
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -306,6 +312,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)  # stop what was started, as on Ctrl-C
     if args.quick:
         args.submits, args.runs, args.event_jobs = 1_000, 1, 20
     modes = {"plain": False, "with Idempotency-Key": True}
