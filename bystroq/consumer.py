@@ -8,10 +8,11 @@ store's state machine makes harmless. Malformed events are buried, never dropped
 event the store refuses (the rest of its batch is applied without it). While the store
 cannot be reached, no event is reserved: they wait on the server.
 
-When nothing is ready, a consumer of one events tube on one server waits there (a reserve
-the server holds up to IDLE_WAIT_S and answers the moment an event arrives), so live views
-see an event as soon as it is put; with several it looks at each again after a pause that
-doubles up to IDLE_POLL_MAX_S (waiting on one would keep the others waiting).
+When nothing is ready and there is one server, the consumer waits there on all its events
+tubes (a reserve the server holds up to IDLE_WAIT_S and answers the moment an event
+arrives), so live views see an event as soon as it is put; with several servers it looks
+at each again after a pause that doubles up to IDLE_POLL_MAX_S (waiting on one would keep
+the others waiting).
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ class Consumer:
         self.batch = batch
         # One connection per server and events tube, so each event's category is known.
         health = ServerHealth()
+        servers = servers_of(config.addresses)
         self.conns = [(Connection(server, watch=[tube], health=health), name)
-                      for server in servers_of(config.addresses)
+                      for server in servers
                       for tube, name in self.category_of.items()]
+        # With one server, idle waits there on every events tube at once (see run()).
+        self._waiter = (Connection(servers[0], watch=list(self.category_of), health=health)
+                        if len(servers) == 1 else None)
         self.stats = ConsumerStats()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
@@ -200,14 +205,12 @@ class Consumer:
         return self.stats
 
     def _wait_on_server(self) -> int | None:
-        """Idle, with a single connection: wait up to IDLE_WAIT_S on the server for the next
-        event and apply it; how many were applied. None when it cannot wait there: with
-        several servers or tubes (waiting on one would keep the others waiting), or while
-        the server or the store is away; the caller then sleeps."""
-        if len(self.conns) != 1 or self.store.available_in() > 0:
-            return None
-        conn, category = self.conns[0]
-        if not conn.ready():
+        """Idle, with one server: wait up to IDLE_WAIT_S there for the next event on any of
+        the events tubes and apply it; how many were applied. None when it cannot wait:
+        with several servers (waiting on one would keep the others waiting), or while the
+        server or the store is away; the caller then sleeps."""
+        conn = self._waiter
+        if conn is None or self.store.available_in() > 0 or not conn.ready():
             return None
         with conn.lock:
             try:
@@ -215,6 +218,7 @@ class Consumer:
                     job = conn.client.reserve(IDLE_WAIT_S)
                 except greenstalk.TimedOutError:
                     return 0
+                category = self.category_of[conn.client.stats_job(job)["tube"]]
                 stored = self._apply(conn, category, [job])
                 if stored is None:
                     return None  # the store is away: the event was released
@@ -230,7 +234,10 @@ class Consumer:
         self._stopping = True
 
     def close(self) -> None:
-        for conn, _ in self.conns:
+        conns = [conn for conn, _ in self.conns]
+        if self._waiter is not None:
+            conns.append(self._waiter)
+        for conn in conns:
             with conn.lock:
                 conn.close()
 

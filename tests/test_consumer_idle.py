@@ -1,6 +1,6 @@
-"""An idle consumer with one events tube waits on the server for the next event instead of
-polling, applies it when it arrives, and still stops when asked; with several tubes it
-polls them all. Real beanstalkd, both stores."""
+"""An idle consumer with one server waits there for the next event on any of its tubes
+instead of polling, applies it when it arrives, and still stops when asked; with several
+servers it polls them all. Real beanstalkd, both stores."""
 
 from __future__ import annotations
 
@@ -51,19 +51,41 @@ def test_idle_consumer_waits_on_the_server_and_applies_what_arrives(
     assert tubes.counts(events) == EMPTY
 
 
-def test_consumer_of_several_tubes_polls_them(config: LoadedConfig, tubes: Tubes,
-                                             store: SQLStore) -> None:
-    tubes_watched = [config.category(name).events for name in ("echo", "annotation")]
+def test_consumer_of_several_tubes_waits_on_all(config: LoadedConfig, tubes: Tubes,
+                                                store: SQLStore) -> None:
+    watched = [config.category(name).events for name in ("echo", "annotation")]
     with Consumer(config, store) as consumer:
         running = threading.Thread(target=consumer.run, name="consumer")
         running.start()
         try:
-            wait_until(lambda: consumer.stats.rounds > 20, timeout_s=10)
-            assert all(_waiting(tubes, tube) == 0 for tube in tubes_watched)
-            with tubes.client(use=tubes_watched[1]) as client:
+            wait_until(lambda: all(_waiting(tubes, tube) == 1 for tube in watched),
+                       timeout_s=10)
+            with tubes.client(use=watched[1]) as client:
                 client.put(encode(CompletedJobMessage(submissionID="p1", queueID=8, at=1.0,
                                                       seq=0, attempt=1)))
             wait_until(lambda: store.get("p1") is not None, timeout_s=10)
+        finally:
+            consumer.stop()
+            running.join(timeout=IDLE_WAIT_S + 10)
+        assert not running.is_alive()
+    record = store.get("p1")
+    assert record is not None and record.category == "annotation"
+    assert tubes.counts(watched[1]) == EMPTY
+
+
+def test_consumer_of_two_servers_polls_them(two_configs: LoadedConfig, tubes: Tubes,
+                                            store: SQLStore) -> None:
+    events = two_configs.category("echo").events
+    with Consumer(two_configs, store, ["echo"]) as consumer:
+        running = threading.Thread(target=consumer.run, name="consumer")
+        running.start()
+        try:
+            wait_until(lambda: consumer.stats.rounds > 20, timeout_s=10)
+            assert _waiting(tubes, events) == 0  # never held on one server
+            with tubes.client(use=events) as client:
+                client.put(encode(CompletedJobMessage(submissionID="t1", queueID=9, at=1.0,
+                                                      seq=0, attempt=1)))
+            wait_until(lambda: store.get("t1") is not None, timeout_s=10)
         finally:
             consumer.stop()
             running.join(timeout=10)
