@@ -113,3 +113,17 @@ def test_concurrent_requests_get_their_own_answers(
     for answer in accepted:
         record = store.get(answer["submissionID"])
         assert record is not None and record.queue_id == answer["queueID"]
+
+
+def test_a_closed_submitter_starts_again(config: LoadedConfig, store: Store) -> None:
+    producer = Producer(config, recorder=store)
+    submitter = Submitter(lambda: producer)
+    try:
+        first = asyncio.run(_submit_all(submitter, [("echo", _echo("c1"), "c1")]))
+        submitter.close()
+        again = asyncio.run(_submit_all(submitter, [("echo", _echo("c2"), "c2")]))
+    finally:
+        submitter.close()
+        producer.close()
+    assert [type(o) for o in first + again] == [Submitted, Submitted]
+    assert [store.get(k).state for k in ("c1", "c2")] == ["queued", "queued"]  # type: ignore[union-attr]

@@ -51,7 +51,7 @@ class Submitter:
         self._producer = producer
         self._pending: list[_Job] = []
         self._drain: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="bystroq-web-submit")
+        self._thread: ThreadPoolExecutor | None = None  # started by the first submit
         self.groups = 0  # groups put so far
         self._log = structlog.get_logger("bystroq.web")
 
@@ -69,14 +69,18 @@ class Submitter:
     async def _put_pending(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="bystroq-web-submit")
+            thread = self._thread
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                outcomes = await loop.run_in_executor(self._thread, self._put, group)
+                outcomes = await loop.run_in_executor(thread, self._put, group)
             except Exception as exc:  # not one job's error: every job of the group gets it
                 outcomes = [exc] * len(group)
             except BaseException:  # the app is stopping
                 for job in group + self._pending:
                     job.future.cancel()
+                self._pending = []
                 raise
             for job, outcome in zip(group, outcomes, strict=True):
                 _settle(job, outcome)
@@ -142,8 +146,11 @@ class Submitter:
             self._log.warning("could not record a failed submit", error=str(exc))
 
     def close(self) -> None:
-        """Wait for the group being put, then stop the writer thread."""
-        self._thread.shutdown(wait=True)
+        """Wait for the group being put, then stop the writer thread (a later submit
+        starts another)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=True)
 
 
 def _alone(producer: Producer, category: str, job: _Job) -> Outcome:
