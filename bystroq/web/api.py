@@ -3,8 +3,9 @@
 `create_router(config)` builds it with everything it needs (store, producer, decoders),
 opened on first use and closed by the router's lifespan; mount it in any FastAPI app with
 `app.include_router(router)`. Errors are problem+json (bystroq.web.problems); auth is
-bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, so
-the event loop never waits on them.
+bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, and
+submits go through the submitter's writer thread (bystroq.web.submitter), so the event
+loop never waits on them.
 """
 
 from __future__ import annotations

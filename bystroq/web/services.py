@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from bystroq.config import LoadedConfig
+from bystroq.errors import BystroqError
 from bystroq.messages import JobDecoder
 from bystroq.ops.health import ServerUp, server_health
 from bystroq.ops.submit import job_decoder
@@ -50,7 +51,10 @@ class Services:
         store = self.store  # creates the schema the read-only store needs
         with self._lock:
             if self._feed_store is None:
-                self._feed_store = open_store(store.url, read_only=True)
+                try:
+                    self._feed_store = open_store(store.url, read_only=True)
+                except BystroqError:  # e.g. an in-memory database: only its own connection
+                    self._feed_store = store
             return self._feed_store
 
     @property
@@ -99,6 +103,7 @@ class Services:
             feed_store, self._feed_store = self._feed_store, None
         if producer is not None:
             producer.close()
-        for opened in (store, feed_store):
-            if opened is not None:
-                opened.close()
+        if feed_store is not None and feed_store is not store:
+            feed_store.close()
+        if store is not None:
+            store.close()
