@@ -193,7 +193,7 @@ def _submissions(router: APIRouter, services: Services) -> None:
             print_ = idempotency.fingerprint(name.encode(), body)
             stored, replayed = await idempotency.run_once(
                 lambda: services.store, idempotency_key, f"{token}:{name}", print_,
-                services.settings.idempotency_ttl_s, put)
+                services.settings.idempotency_ttl_s, put, services.store_calls.call)
         headers = dict(stored.headers)
         media = headers.pop("content-type", JSON)
         if replayed:

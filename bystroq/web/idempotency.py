@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +17,8 @@ from bystroq.records.sql import SQLStore
 from bystroq.web.problems import Problem
 
 MAX_KEY_LENGTH = 255
+# Runs a blocking call off the event loop (the thread pool, or bystroq.web.serial).
+Blocking = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -37,19 +40,18 @@ def fingerprint(*parts: bytes) -> str:
 
 async def run_once(
     store: Callable[[], SQLStore], key: str, scope: str, print_: str, ttl_s: float,
-    run: Callable[[], Awaitable[StoredResponse]],
+    run: Callable[[], Awaitable[StoredResponse]], blocking: Blocking = run_in_threadpool,
 ) -> tuple[StoredResponse, bool]:
     """The response of the request that first used `key` in `scope`, and whether it is a
     replay. `run` is awaited only by that first request, and its response stored even if
     the request is cancelled meanwhile; an exception it raises (nothing was done) forgets
     the key, so the request may be sent again. `store()` (the records store, opened on
-    first use) is called off the event loop."""
+    first use) is used through `blocking`, off the event loop."""
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable "
                       "characters")
     stored_key = f"{scope}\n{key}"
-    claimed, row = await run_in_threadpool(
-        lambda: feeds.claim_key(store(), stored_key, print_, ttl_s))
+    claimed, row = await blocking(lambda: feeds.claim_key(store(), stored_key, print_, ttl_s))
     if not claimed:
         if row.fingerprint != print_:
             raise Problem(422, "this Idempotency-Key was used with another request body; "
@@ -63,9 +65,9 @@ async def run_once(
         try:
             response = await run()
         except Exception:
-            await run_in_threadpool(lambda: feeds.drop_key(store(), stored_key))
+            await blocking(lambda: feeds.drop_key(store(), stored_key))
             raise
-        await run_in_threadpool(lambda: feeds.finish_key(
+        await blocking(lambda: feeds.finish_key(
             store(), stored_key, response.status, _ENCODE(response).decode()))
         return response
 

@@ -16,6 +16,7 @@ from bystroq.ops.submit import job_decoder
 from bystroq.producer import Producer
 from bystroq.records.batchstore import Store
 from bystroq.records.store import open_store
+from bystroq.web.serial import SerialCalls
 from bystroq.web.settings import WebSettings
 from bystroq.web.submitter import Submitter
 
@@ -36,6 +37,8 @@ class Services:
         self._decoders: dict[str, tuple[JobDecoder[Any] | None, str]] = {}
         self._max_job_size: int | None = None
         self.submitter = Submitter(lambda: self.producer)
+        # Short writes to the store from requests (idempotency keys), one after another.
+        self.store_calls = SerialCalls("bystroq-web-store")
 
     @property
     def store(self) -> Store:
@@ -97,6 +100,7 @@ class Services:
 
     def close(self) -> None:
         self.submitter.close()
+        self.store_calls.close()
         with self._lock:
             producer, self._producer = self._producer, None
             store, self._store = self._store, None
