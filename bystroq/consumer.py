@@ -8,6 +8,13 @@ store's state machine makes harmless. Malformed events are buried, never dropped
 event the store refuses (the rest of its batch is applied without it). While the store
 cannot be reached, no event is reserved: they wait on the server. Each round also reads
 the workers' heartbeats into the live-workers table (bystroq.heartbeats).
+
+When nothing is ready and there is one server, the consumer waits there on all its events
+tubes and heartbeat tubes (a reserve the server holds up to IDLE_WAIT_S and answers the
+moment an event or a beat arrives: a beat is given back at once for the heartbeat reader),
+so live views see an event as soon as it is put; with several servers it looks at each
+again after a pause that doubles up to IDLE_POLL_MAX_S (waiting on one would keep the
+others waiting).
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ BATCH = 500
 # Batches taken from one server in one step before the next server's turn.
 BATCHES_PER_ROUND = 8
 IDLE_POLL_MAX_S = 0.1
+# Idle with one connection: the server holds a reserve this long (whole seconds) and
+# answers it the moment an event arrives, so a live view sees it at once.
+IDLE_WAIT_S = 1
 
 
 StoreError = Literal["refused", "unavailable"]
@@ -92,10 +102,16 @@ class Consumer:
         self.batch = batch
         # One connection per server and events tube, so each event's category is known.
         health = ServerHealth()
+        servers = servers_of(config.addresses)
         self.conns = [(Connection(server, watch=[tube], health=health), name)
-                      for server in servers_of(config.addresses)
+                      for server in servers
                       for tube, name in self.category_of.items()]
         self.beats = HeartbeatReader(config, store, names, health)
+        # With one server, idle waits there on every events and heartbeat tube at once
+        # (see run()).
+        self._waiter = (Connection(servers[0], watch=[*self.category_of, *self.beats.tubes],
+                                   health=health)
+                        if len(servers) == 1 else None)
         self.stats = ConsumerStats()
         self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
@@ -222,16 +238,55 @@ class Consumer:
                 continue
             if burst:
                 break
-            time.sleep(pause)
-            pause = min(pause * 2, IDLE_POLL_MAX_S)
+            waited = self._wait_on_server()
+            if waited is None:
+                time.sleep(pause)
+                pause = min(pause * 2, IDLE_POLL_MAX_S)
+            elif waited:
+                self.after_round(waited, burst)
+                pause = 0.005
         return self.stats
 
+    def _wait_on_server(self) -> int | None:
+        """Idle, with one server: wait up to IDLE_WAIT_S there for the next event on any of
+        the events tubes and apply it; how many were applied. None when it cannot wait:
+        with several servers (waiting on one would keep the others waiting), or while the
+        server or the store is away; the caller then sleeps."""
+        conn = self._waiter
+        if conn is None or self.store.available_in() > 0 or not conn.ready():
+            return None
+        with conn.lock:
+            try:
+                try:
+                    job = conn.client.reserve(IDLE_WAIT_S)
+                except greenstalk.TimedOutError:
+                    return 0
+                category = self.category_of.get(conn.client.stats_job(job)["tube"])
+                if category is None:  # a worker's beat: the heartbeat reader takes it now
+                    conn.client.release(job)
+                    if not self.beats.step(force=True):
+                        time.sleep(IDLE_POLL_MAX_S)  # its reader is away: do not spin
+                    return 0
+                stored = self._apply(conn, category, [job])
+                if stored is None:
+                    return None  # the store is away: the event was released
+                delete_many(conn, stored)  # only after the commit
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # a reserved event goes back to ready on the server
+                return None
+        return len(stored)
+
     def stop(self) -> None:
+        """Stop after the current round (an idle wait on the server ends within
+        IDLE_WAIT_S)."""
         self._stopping = True
 
     def close(self) -> None:
         self.beats.close()
-        for conn, _ in self.conns:
+        conns = [conn for conn, _ in self.conns]
+        if self._waiter is not None:
+            conns.append(self._waiter)
+        for conn in conns:
             with conn.lock:
                 conn.close()
 

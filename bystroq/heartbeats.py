@@ -48,8 +48,8 @@ class HeartbeatReader:
     def __init__(self, config: LoadedConfig, store: EventWriter, categories: Sequence[str],
                  health: ServerHealth | None = None) -> None:
         self.store = store
-        tubes = sorted({heartbeat_tube(config.category(name).submission)
-                        for name in categories})
+        self.tubes = tubes = sorted({heartbeat_tube(config.category(name).submission)
+                                     for name in categories})
         health = health or ServerHealth()
         self.conns = [Connection(server, watch=tubes, health=health)
                       for server in servers_of(config.addresses)]

@@ -3,8 +3,9 @@
 `create_router(config)` builds it with everything it needs (store, producer, decoders),
 opened on first use and closed by the router's lifespan; mount it in any FastAPI app with
 `app.include_router(router)`. Errors are problem+json (bystroq.web.problems); auth is
-bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, so
-the event loop never waits on them.
+bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, and
+submits go through the submitter's writer thread (bystroq.web.submitter), so the event
+loop never waits on them.
 """
 
 from __future__ import annotations
@@ -156,13 +157,19 @@ def _submissions(router: APIRouter, services: Services) -> None:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         name = _category(services, category)
-        body = await read_body(request, await run_in_threadpool(services.body_limit))
-        decoder, _ = await run_in_threadpool(services.decoder, name)
+        limit = services.known_body_limit()
+        if limit is None:
+            limit = await run_in_threadpool(services.body_limit)
+        body = await read_body(request, limit)
+        known = services.known_decoder(name)
+        if known is None:
+            known = await run_in_threadpool(services.decoder, name)
+        decoder = known[0]
         submission_id = check_body(decoder, body)
 
-        def put() -> idempotency.StoredResponse:
+        async def put() -> idempotency.StoredResponse:
             try:
-                handle = services.producer.submit(name, body)
+                handle = await services.submitter.submit(name, body, submission_id)
             except JobTooBig as exc:
                 raise Problem(413, str(exc)) from None
             except DuplicateSubmission as exc:
@@ -180,13 +187,13 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 {"content-type": JSON, "location": location})
 
         if idempotency_key is None:
-            stored, replayed = await run_in_threadpool(put), False
+            stored, replayed = await put(), False
         else:
             token = getattr(request.state, "token_name", "-")
             print_ = idempotency.fingerprint(name.encode(), body)
-            stored, replayed = await run_in_threadpool(
-                idempotency.run_once, services.store, idempotency_key, f"{token}:{name}",
-                print_, services.settings.idempotency_ttl_s, put)
+            stored, replayed = await idempotency.run_once(
+                lambda: services.store, idempotency_key, f"{token}:{name}", print_,
+                services.settings.idempotency_ttl_s, put, services.store_calls.call)
         headers = dict(stored.headers)
         media = headers.pop("content-type", JSON)
         if replayed:
