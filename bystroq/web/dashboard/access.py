@@ -10,7 +10,7 @@ also SameSite=Strict), and recorded in the audit log.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
@@ -34,11 +34,12 @@ class Viewer:
     logged_in: bool  # False without tokens: nothing to log out of
 
 
-def viewer_of(services: Services) -> Callable[[Request], Viewer]:
-    """The dependency of every page: the viewer, or a redirect to the login form."""
+def viewer_of(services: Services) -> Callable[[Request], Awaitable[Viewer]]:
+    """The dependency of every page: the viewer, or a redirect to the login form (a
+    coroutine, as the API's: it never waits, and a plain function would take a thread)."""
     tokens = services.settings.tokens
 
-    def viewer(request: Request) -> Viewer:
+    async def viewer(request: Request) -> Viewer:
         if not tokens:
             return Viewer("local", True, False)
         token = presented_token(request, tokens)
@@ -51,12 +52,12 @@ def viewer_of(services: Services) -> Callable[[Request], Viewer]:
     return viewer
 
 
-def writer_of(services: Services) -> Callable[[Request], Viewer]:
+def writer_of(services: Services) -> Callable[[Request], Awaitable[Viewer]]:
     """The dependency of every action: a same-origin request with a write token."""
     tokens = services.settings.tokens
     allowed = frozenset(o.rstrip("/") for o in services.settings.cors_origins)
 
-    def writer(request: Request) -> Viewer:
+    async def writer(request: Request) -> Viewer:
         check_same_origin(request, allowed)
         if not tokens:
             return Viewer("local", True, False)
