@@ -187,6 +187,12 @@ def test_every_page_renders_without_console_errors(
         if name in ("overview", "submissions", "submission", "batches"):
             expect(page.locator("#live-state")).to_have_text("on")
         _shot(page, shots, name)
+    page.emulate_media(color_scheme="dark")
+    page.goto(stack.url + "/submissions")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(21, 24, 27)"  # the dark palette
+    _shot(page, shots, "submissions-dark")
+    page.emulate_media(color_scheme="light")
     page.goto(stack.url + "/submission?id=shot-done")
     expect(page.locator("pre.json").first).to_contain_text('"message": "hello"')
     # Keyboard: the skip link is the first stop, and leads to the content.
