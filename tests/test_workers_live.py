@@ -282,7 +282,8 @@ def test_the_api_lists_quiets_and_stops_a_worker(
         finally:
             worker.stop(0)
             thread.join(timeout=20)
-        wait_until(lambda: http.get(f"/v1/workers/{worker_id}").json()["state"] == "stopped")
+        wait_until(lambda: http.get(f"/v1/workers/{worker_id}").json()["state"] == "stopped",
+                   timeout_s=30)
         assert http.get("/v1/workers").json() == []
         every = http.get("/v1/workers", params={"all": "true", "category": "echo"}).json()
         assert [(w["workerID"], w["alive"]) for w in every] == [(worker_id, False)]
