@@ -8,7 +8,15 @@ store's overlapping). A crash
 between commit and delete means the events come back and are applied again, which the
 store's state machine makes harmless. Malformed events are buried, never dropped; so is an
 event the store refuses (the rest of its batch is applied without it). While the store
-cannot be reached, no event is reserved: they wait on the server.
+cannot be reached, no event is reserved: they wait on the server. Each round also reads
+the workers' heartbeats into the live-workers table (bystroq.heartbeats).
+
+When nothing is ready and there is one server, the consumer waits there on all its events
+tubes and heartbeat tubes (a reserve the server holds up to IDLE_WAIT_S and answers the
+moment an event or a beat arrives: a beat is given back at once for the heartbeat reader),
+so live views see an event as soon as it is put; with several servers it looks at each
+again after a pause that doubles up to IDLE_POLL_MAX_S (waiting on one would keep the
+others waiting).
 """
 
 from __future__ import annotations
@@ -23,17 +31,20 @@ import structlog
 
 from bystroq.config import LoadedConfig
 from bystroq.errors import DecodeError, StoreUnavailable
+from bystroq.heartbeats import HeartbeatReader
 from bystroq.records.model import IncomingEvent, parse_event
 from bystroq.records.store import EventWriter
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,
     ServerHealth,
+    delete_many,
     queue_deletes,
     queue_releases,
     queue_reserves,
     servers_of,
 )
+from bystroq.tracing import link_applied
 
 # Events a transaction: a larger one writes each page of the indexes it touches once for
 # more events (SQLite: a quarter less time an event at 2,000 than at 500).
@@ -41,8 +52,8 @@ BATCH = 2000
 # Batches taken from one server in one step before the next server's turn.
 BATCHES_PER_ROUND = 4
 IDLE_POLL_MAX_S = 0.1
-# With one events tube on one server, an idle consumer waits in the server for the next
-# event (its first reserve blocks up to this many seconds) instead of polling.
+# Idle with one connection: the server holds a reserve this long (whole seconds) and
+# answers it the moment an event arrives, so a live view sees it at once.
 IDLE_WAIT_S = 1
 
 
@@ -96,37 +107,39 @@ class Consumer:
         self.batch = batch
         # One connection per server and events tube, so each event's category is known.
         health = ServerHealth()
+        servers = servers_of(config.addresses)
         self.conns = [(Connection(server, watch=[tube], health=health), name)
-                      for server in servers_of(config.addresses)
+                      for server in servers
                       for tube, name in self.category_of.items()]
+        self.beats = HeartbeatReader(config, store, names, health)
+        # With one server, idle waits there on every events and heartbeat tube at once
+        # (see run()).
+        self._waiter = (Connection(servers[0], watch=[*self.category_of, *self.beats.tubes],
+                                   health=health)
+                        if len(servers) == 1 else None)
         self.stats = ConsumerStats()
         self.observer: ConsumerObserver = observer or NoObserver()
         self.log = structlog.get_logger("bystroq.consumer")
         self._stopping = False
-        self._idle = False  # the last round found nothing: the next may wait in the server
-        self._waiting: Connection | None = None  # the connection waiting there, if one is
 
     def step(self) -> int:
         """One round over every server: events applied (0 when none was ready)."""
         applied = 0
-        wait_s = IDLE_WAIT_S if self._idle and len(self.conns) == 1 else 0
         for conn, category in self.conns:
-            if self.store.available_in() > 0 or self._stopping:
+            if self.store.available_in() > 0:
                 break  # events wait on the server until the store is back
             if not conn.ready():
                 continue
             with conn.lock:
                 try:
-                    applied += self._round(conn, category, wait_s)
+                    applied += self._round(conn, category)
                 except CONNECTION_ERRORS as exc:
-                    if self._stopping:  # stop() cut a wait short
-                        conn.close()
-                    else:
-                        conn.failed(exc)  # reserved events go back to ready on the server
+                    conn.failed(exc)  # reserved events go back to ready on the server
+        self.beats.step()
         self.stats.rounds += 1
         return applied
 
-    def _round(self, conn: Connection, category: str, wait_s: int = 0) -> int:
+    def _round(self, conn: Connection, category: str) -> int:
         """Batches from one server while they come full (at most BATCHES_PER_ROUND, so
         other servers are not kept waiting).
 
@@ -136,12 +149,8 @@ class Consumer:
         their commit; those reserved and not applied are released, in order."""
         applied = 0
         jobs: list[greenstalk.Job[bytes]] = []
-        queue_reserves(conn, self.batch, jobs, first_wait_s=wait_s)
-        self._waiting = conn if wait_s else None
-        try:
-            conn.settle()
-        finally:
-            self._waiting = None
+        queue_reserves(conn, self.batch, jobs)
+        conn.settle()
         committed: list[int] = []  # event jobs stored, to delete
         for turn in range(BATCHES_PER_ROUND):
             if not jobs:
@@ -179,18 +188,20 @@ class Consumer:
                 self.log.error("malformed event buried", server=conn.server.name,
                                queueID=job.id, reason=str(exc))
                 conn.client.bury(job)
+        started_ns = time.time_ns()
         try:
             stored = self._store(conn, category, events)
         except StoreUnavailable:
             self.stats.store_outages += 1
             self.observer.store_error(category, "unavailable")
-            # Back to ready at once, for when the store returns.
-            queue_releases(conn, [job.id for _, job in events])
+            for _, job in events:  # back to ready at once, for when the store returns
+                conn.client.release(job)
             return None
         self.stats.applied += len(stored)
         self.observer.applied(category, [event for event, _ in stored])
         for event, _ in stored:
             self.stats.by_event[event.event] = self.stats.by_event.get(event.event, 0) + 1
+        link_applied(category, (event.body for event, _ in stored), started_ns)
         return [job.id for _, job in stored]
 
     def _store(
@@ -239,33 +250,63 @@ class Consumer:
     def run(self, burst: bool = False) -> ConsumerStats:
         """Apply events until stopped, or in burst mode until idle."""
         pause = 0.005
-        try:
-            while not self._stopping:
-                applied = self.step()
-                done = self.after_round(applied, burst)
-                self._idle = not (applied or done or burst)
-                if applied or done:
-                    pause = 0.005
-                    continue
-                if burst:
-                    break
-                if len(self.conns) > 1:  # one server's wait would hold up the others
-                    time.sleep(pause)
-                    pause = min(pause * 2, IDLE_POLL_MAX_S)
-        finally:
-            self._idle = False
+        while not self._stopping:
+            applied = self.step()
+            done = self.after_round(applied, burst)
+            if applied or done:
+                pause = 0.005
+                continue
+            if burst:
+                break
+            waited = self._wait_on_server()
+            if waited is None:
+                time.sleep(pause)
+                pause = min(pause * 2, IDLE_POLL_MAX_S)
+            elif waited:
+                self.after_round(waited, burst)
+                pause = 0.005
         return self.stats
 
+    def _wait_on_server(self) -> int | None:
+        """Idle, with one server: wait up to IDLE_WAIT_S there for the next event on any of
+        the events tubes and apply it; how many were applied. None when it cannot wait:
+        with several servers (waiting on one would keep the others waiting), or while the
+        server or the store is away; the caller then sleeps."""
+        conn = self._waiter
+        if conn is None or self.store.available_in() > 0 or not conn.ready():
+            return None
+        with conn.lock:
+            try:
+                try:
+                    job = conn.client.reserve(IDLE_WAIT_S)
+                except greenstalk.TimedOutError:
+                    return 0
+                category = self.category_of.get(conn.client.stats_job(job)["tube"])
+                if category is None:  # a worker's beat: the heartbeat reader takes it now
+                    conn.client.release(job)
+                    if not self.beats.step(force=True):
+                        time.sleep(IDLE_POLL_MAX_S)  # its reader is away: do not spin
+                    return 0
+                stored = self._apply(conn, category, [job])
+                if stored is None:
+                    return None  # the store is away: the event was released
+                delete_many(conn, stored)  # only after the commit
+            except CONNECTION_ERRORS as exc:
+                conn.failed(exc)  # a reserved event goes back to ready on the server
+                return None
+        return len(stored)
+
     def stop(self) -> None:
-        """Stop after the round in progress (a wait for events in the server ends now);
-        safe from another thread and from a signal handler."""
+        """Stop after the current round (an idle wait on the server ends within
+        IDLE_WAIT_S)."""
         self._stopping = True
-        waiting = self._waiting
-        if waiting is not None:
-            waiting.interrupt()  # nothing reserved yet: nothing goes back
 
     def close(self) -> None:
-        for conn, _ in self.conns:
+        self.beats.close()
+        conns = [conn for conn, _ in self.conns]
+        if self._waiter is not None:
+            conns.append(self._waiter)
+        for conn in conns:
             with conn.lock:
                 conn.close()
 

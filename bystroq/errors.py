@@ -114,3 +114,7 @@ class SubmitIncomplete(BystroqError):
                  not_put: list[int]) -> None:
         super().__init__(message)
         self.submitted, self.unknown, self.not_put = submitted, unknown, not_put
+
+
+class UnknownWorker(BystroqError):
+    """No worker with that id in the live-workers table."""

@@ -55,6 +55,7 @@ from bystroq.servers import (
     servers_of,
     wait_for_any,
 )
+from bystroq.tracing import with_traceparent
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_WAIT_S", "FROM_CONFIG", "FromConfig", "Producer",
            "SubmitRecorder", "Submitted"]
@@ -144,7 +145,8 @@ class Producer:
         batch: str | None,
     ) -> Submitted:
         conf = self.config.category(category)
-        body = job if isinstance(job, bytes) else encode(job, self.config.config.wire)
+        body = with_traceparent(job if isinstance(job, bytes)
+                                else encode(job, self.config.config.wire))
         record = self.recorder is not None
         submission_id = job_submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
@@ -266,7 +268,8 @@ class Producer:
         conf = self.config.category(category)
         name = self.config.category_name(category)
         wire = self.config.config.wire
-        bodies = [job if isinstance(job, bytes) else encode(job, wire) for job in jobs]
+        bodies = [with_traceparent(job if isinstance(job, bytes) else encode(job, wire))
+                  for job in jobs]
         records = BulkRecords(self.recorder, self._records, name, ids, bodies, batch)
         ttr = ttr or conf.ttr
         head: bytes | list[bytes] = (

@@ -11,7 +11,7 @@ from tests.conftest import Invoke
 SUBMISSION_KEYS = {
     "submissionID", "category", "state", "attempts", "queueID", "server", "worker",
     "progress", "skipped", "total", "percent", "etaS", "messages", "result", "reason",
-    "traceback", "batch", "submittedAt",
+    "traceback", "traceparent", "batch", "submittedAt",
     "startedAt", "finishedAt", "updatedAt", "runs",
 }
 TIMELINE_KEYS = {"at", "event", "attempt", "seq", "worker", "applied", "message"}

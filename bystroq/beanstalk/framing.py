@@ -79,6 +79,10 @@ def peek(job_id: int) -> bytes:
     return b"peek %d\r\n" % job_id
 
 
+def peek_ready() -> bytes:
+    return b"peek-ready\r\n"
+
+
 def use(tube: str) -> bytes:
     return b"use %s\r\n" % tube.encode("ascii")
 

@@ -36,10 +36,13 @@ if TYPE_CHECKING:
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds running jobs get to finish after SIGTERM/SIGINT.")
 @metrics_options
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="Seconds between the worker's heartbeats (see "
+              "`bystroq workers`); silent for three, it is shown as gone.")
 @pass_state
 def listen(state: State, tube: str, concurrency: int | None, isolation: str | None,
            burst: bool, max_jobs: int | None, drain_timeout: float, metrics_port: int | None,
-           metrics_host: str) -> None:
+           metrics_host: str, heartbeat_interval: float) -> None:
     """Run a worker for one category."""
     from bystroq.worker import Worker, WorkerOptions
 
@@ -54,7 +57,7 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
                 category.name, concurrency or category.settings.concurrency)
         options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
                                 max_jobs=max_jobs, drain_timeout_s=drain_timeout,
-                                observer=observer)
+                                observer=observer, heartbeat_interval_s=heartbeat_interval)
         retry = category.settings.retry
         unknown = unknown_exception_names(retry.on, category.listener) if retry else []
         if unknown:

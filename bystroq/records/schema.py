@@ -83,5 +83,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE bystroq_submit_claims (
             submission_id TEXT PRIMARY KEY, until_at DOUBLE PRECISION NOT NULL)""",
     ),
+    (
+        # Live workers, from their heartbeats (see bystroq.records.workers).
+        """CREATE TABLE bystroq_workers (
+            worker_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,
+            category TEXT NOT NULL, state TEXT NOT NULL, slots_busy INTEGER NOT NULL,
+            slots_total INTEGER NOT NULL, isolation TEXT NOT NULL, version TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL, last_seen_at DOUBLE PRECISION NOT NULL,
+            interval_s DOUBLE PRECISION NOT NULL, jobs TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_workers_seen ON bystroq_workers (last_seen_at)",
+        # The W3C trace context the submission was made in, when there was one.
+        "ALTER TABLE bystroq_records ADD COLUMN traceparent TEXT",
+    ),
+    (
+        # The dashboard: every action taken through it (who, what, when, on what), and
+        # the indexes its pages read by (a state's page by submissionID, the last hour's
+        # finished jobs).
+        """CREATE TABLE bystroq_audit (
+            at DOUBLE PRECISION NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
+            target TEXT NOT NULL, detail TEXT NOT NULL, outcome TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_audit_at ON bystroq_audit (at)",
+        "CREATE INDEX bystroq_records_state ON bystroq_records (state, submission_id)",
+        "CREATE INDEX bystroq_records_category ON bystroq_records (category, submission_id)",
+        "CREATE INDEX bystroq_records_finished ON bystroq_records (finished_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,7 +22,7 @@ import msgspec
 
 from bystroq.messages import key_to_submission_id
 from bystroq.records import model
-from bystroq.records.database import Cursor, Database, retry_conflicts
+from bystroq.records.database import Cursor, retry_conflicts
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 from bystroq.records.rows import (
     RECORD_COLUMNS,
@@ -32,6 +32,7 @@ from bystroq.records.rows import (
     record_row,
     row_record,
 )
+from bystroq.records.workers import WorkerTable
 
 __all__ = ["SQLStore"]
 
@@ -42,8 +43,9 @@ EVENT_COLUMNS = ("key", "submission_id", "category", "server", "queue_id", "atte
 _DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
 
 
-class SQLStore(Database):
-    """Submission records in a SQL database (see the module docstring)."""
+class SQLStore(WorkerTable):
+    """Submission records (and the live-workers table) in a SQL database (see the module
+    docstring)."""
 
     # -- rows <-> records --------------------------------------------------------------
 

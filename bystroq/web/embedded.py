@@ -42,6 +42,7 @@ from bystroq.web.problems import ProblemRoute
 from bystroq.web.responses import json_response
 from bystroq.web.settings import WebSettings
 from bystroq.worker import Worker, WorkerOptions
+from bystroq.worker.loop import default_worker_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -222,8 +223,11 @@ class IdleWorker:
 
     def _workers_for_categories(self) -> list[Worker]:
         metrics = self._metrics
+        # One id a category: each has its own control tube and its own line in the
+        # live-workers list.
         return [Worker(self.config, category, options=WorkerOptions(
             concurrency=1, drain_timeout_s=self.finish_within_s,
+            worker_id=default_worker_id(f"idle-{category}"),
             observer=metrics.observer(category, 1) if metrics is not None else None))
             for category in self.categories]
 

@@ -2,7 +2,8 @@
 
 `Worker.step()` handles one job in the calling thread (tests need no threads or sleeps);
 `Worker.run()` runs `concurrency` slots until stopped, the queue is empty (`burst`), or
-`max_jobs` jobs were taken.
+`max_jobs` jobs were taken; meanwhile it beats on its heartbeat tube
+(bystroq.worker.heartbeat) and obeys its control tube (cancel, quiet, stop).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ from bystroq.listener import (
 )
 from bystroq.messages import (
     JobDecoder,
+    WorkerState,
+    heartbeat_tube,
 )
 from bystroq.servers import (
     Server,
     ServerHealth,
     servers_of,
 )
-from bystroq.worker.control import ControlListener
+from bystroq.worker.control import ControlListener, QuietRequest, WorkerRequest
+from bystroq.worker.heartbeat import DEFAULT_INTERVAL_S, HeartbeatSender, heartbeat_of
 from bystroq.worker.lease import LeaseKeeper
 from bystroq.worker.observe import NoObserver, WorkerObserver
 from bystroq.worker.outcome import Outcome
@@ -68,12 +72,15 @@ class WorkerOptions:
     runner_factory: Callable[[Listener], Runner] | None = None
     # Told of every job's reserve, run and outcome (bystroq.metrics.worker counts them).
     observer: WorkerObserver | None = None
+    # Seconds between heartbeats (None: no heartbeats; the worker is not listed live).
+    heartbeat_interval_s: float | None = DEFAULT_INTERVAL_S
 
 
-def default_worker_id() -> str:
-    """`host.pid`, restricted to the characters a tube name allows."""
+def default_worker_id(suffix: str = "") -> str:
+    """`host.pid` (then `.suffix`), restricted to the characters a tube name allows."""
     host = re.sub(r"[^A-Za-z0-9+;.$_()-]", "-", socket.gethostname())[:150]
-    return f"{host}.{os.getpid()}"
+    tail = "." + re.sub(r"[^A-Za-z0-9+;.$_()-]", "-", suffix)[:30] if suffix else ""
+    return f"{host}.{os.getpid()}{tail}"
 
 
 class Worker:
@@ -110,6 +117,10 @@ class Worker:
         self._claimed = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._quiet = False  # no more reserving (under _lock, with _reserving)
+        self._reserving = 0  # slots inside `reserve` now
+        self._heartbeat: HeartbeatSender | None = None
+        self._started_at = time.time()
         self._drain_deadline: float | None = None
         self._signals: list[int] = []  # appended by the signal handler only
         self._signals_seen = 0
@@ -142,7 +153,8 @@ class Worker:
         """
         restore = self._install_signals()
         control = ControlListener(self.servers, self.worker_id, self.cancel,
-                                  self.health).start()
+                                  self.health, self._on_request).start()
+        self._heartbeat = self._start_heartbeat()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
         summary = _Summary(self.log, self.counts)
@@ -167,6 +179,7 @@ class Worker:
             restore()
             control.close()
             self.close()
+            self._stop_heartbeat()
         done = {k.value: v for k, v in self.counts.items() if v}
         self.log.info("worker stopped", **done, **summary.overall())
         return 1 if self._crashed else 0
@@ -186,6 +199,52 @@ class Worker:
         deadline = time.monotonic() + timeout
         if self._drain_deadline is None or deadline < self._drain_deadline:
             self._drain_deadline = deadline
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now()
+
+    def quiet(self) -> None:
+        """Stop reserving for good; running jobs finish; the worker stays (state `quiet`
+        once no slot is still waiting for a job)."""
+        with self._lock:
+            self._quiet = True
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now()
+
+    @property
+    def state(self) -> WorkerState:
+        """What the heartbeat says: `quiet` only once no slot can take another job."""
+        if self._stopping.is_set():
+            return "stopping"
+        with self._lock:
+            return "quiet" if self._quiet and not self._reserving else "running"
+
+    def _on_request(self, request: WorkerRequest) -> None:
+        """A quiet or stop request from the control tube."""
+        if isinstance(request, QuietRequest):
+            self.log.info("quiet: no more jobs taken; running jobs finish",
+                          reason=request.reason, running=len(self.keeper.leases()))
+            self.quiet()
+        else:
+            self.log.info("stopping: finishing running jobs", reason=request.reason,
+                          drain_timeout_s=self.options.drain_timeout_s,
+                          running=len(self.keeper.leases()))
+            self.stop()
+
+    def _start_heartbeat(self) -> HeartbeatSender | None:
+        interval = self.options.heartbeat_interval_s
+        if not interval:
+            return None
+        self._started_at = time.time()
+        sender = HeartbeatSender(self.servers, heartbeat_tube(self.conf.submission), interval,
+                                 lambda: heartbeat_of(self, self.state, interval,
+                                                      self._started_at), self.health)
+        return sender.start()
+
+    def _stop_heartbeat(self) -> None:
+        sender, self._heartbeat = self._heartbeat, None
+        if sender is not None:
+            sender.close(last=heartbeat_of(self, "stopped", sender.interval_s,
+                                           self._started_at))
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGTERM/SIGINT only count (a handler must not log or take locks); the main loop
@@ -223,6 +282,10 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 if not self._claim():
+                    if self._quiet and not self.options.burst:
+                        slot.flush()  # a completed event still owed goes now
+                        self._stopping.wait(0.1)  # quiet until stopped
+                        continue
                     return
                 try:
                     wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
@@ -244,6 +307,7 @@ class Worker:
                     if self.options.burst:
                         return
                     continue
+                self._unclaim(took_job=True)
                 try:
                     outcome = slot.process(job)
                 except Exception:
@@ -281,15 +345,20 @@ class Worker:
         self.observer.finished(actual)
 
     def _claim(self) -> bool:
+        """Whether a slot may reserve (counted as reserving until `_unclaim` or a job)."""
         with self._lock:
-            if self.options.max_jobs is not None and self._claimed >= self.options.max_jobs:
+            if self._quiet or (self.options.max_jobs is not None
+                               and self._claimed >= self.options.max_jobs):
                 return False
             self._claimed += 1
+            self._reserving += 1
             return True
 
-    def _unclaim(self) -> None:
+    def _unclaim(self, took_job: bool = False) -> None:
         with self._lock:
-            self._claimed -= 1
+            self._reserving -= 1
+            if not took_job:
+                self._claimed -= 1
 
     def _slot(self, index: int) -> Slot:
         while len(self._slots) <= index:
@@ -298,7 +367,8 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        """Whether a slot should stop waiting for a job (stopping, or quiet)."""
+        return self._stopping.is_set() or self._quiet
 
     def close(self) -> None:
         """Release what the worker holds: child processes, connections, the keeper."""

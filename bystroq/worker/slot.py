@@ -46,6 +46,7 @@ from bystroq.servers import (
     reserved_job,
     send,
 )
+from bystroq.tracing import job_span, traceparent_of
 from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease
@@ -261,6 +262,9 @@ class Slot(Reporting):
                          invalid.disposition, log)
             return Outcome.INVALID
         log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        traceparent = traceparent_of(job.body)
+        if traceparent is not None:  # the job's trace context goes on each of its events
+            fields["traceparent"] = traceparent
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -286,7 +290,10 @@ class Slot(Reporting):
         worker.keeper.add(lease)
         error: BaseException | None
         try:
-            execution, error = self.runner.run(data, job.body, publisher, fields)
+            with job_span(traceparent, worker.category, job.id, attempt,
+                          worker.worker_id) as span:
+                execution, error = self.runner.run(data, job.body, publisher, fields)
+                span.failed(execution.error)
         except LeaseLost as exc:
             log.warning("lease lost: nothing reported for this attempt", reason=str(exc))
             return Outcome.LOST
