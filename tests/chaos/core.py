@@ -414,8 +414,8 @@ def small_disk(size: str = "4m") -> Iterator[Path | None]:
 
 def fill(path: Path) -> None:
     """Write `path` until its file system is full."""
-    with path.open("wb") as filler, suppress(OSError):
+    # Unbuffered: a write the disk refused leaves nothing behind for close() to retry.
+    with path.open("wb", buffering=0) as filler, suppress(OSError):
         while True:
             filler.write(b"\0" * 65536)
-            filler.flush()
             os.fsync(filler.fileno())
