@@ -18,7 +18,8 @@ TIMELINE_KEYS = {"at", "event", "attempt", "seq", "worker", "applied", "message"
 BATCH_KEYS = {"batchID", "category", "state", "reason", "total", "concurrency",
               "errorPolicy", "priority", "createdAt", "finishedAt"}
 BATCH_STATUS_KEYS = {"batch", "counts", "done", "percent", "ratePerS", "etaS", "failures"}
-TUBE_KEYS = {"server", "tube", "ready", "reserved", "delayed", "buried", "watching", "total"}
+TUBE_KEYS = {"server", "tube", "ready", "reserved", "delayed", "buried", "watching", "total",
+             "urgent", "waiting", "paused", "pauseLeftS"}
 # What the store keeps for itself and never shows.
 BOOKKEEPING = {"run_base", "runBase", "attempt_done", "attemptDone", "prior_runs",
                "priorRuns", "body", "fed", "watermarks", "submission_id", "queue_id"}

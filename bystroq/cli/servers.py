@@ -18,13 +18,12 @@ from bystroq.cli.context import (
 )
 from bystroq.ops import servers, tubes
 from bystroq.ops.events import watch_events, watchers
-from bystroq.ops.servers import Peeked, TubeStats, Unreachable, tube_name
+from bystroq.ops.servers import Peeked, Unreachable, tube_name
 from bystroq.records.views import (
     CountView,
     PeekedJobView,
     ServerErrorView,
     StatsView,
-    TubeStatsView,
 )
 
 
@@ -35,11 +34,7 @@ from bystroq.records.views import (
 def stats(state: State, tubes: tuple[str, ...], as_json: bool) -> None:
     """Jobs per server and tube: ready, reserved, delayed, buried, and workers watching."""
     rows = servers.tube_stats(state.config(), tubes)
-    view = StatsView(
-        tubes=[TubeStatsView(server=r.server, tube=r.tube, ready=r.ready, reserved=r.reserved,
-                             delayed=r.delayed, buried=r.buried, watching=r.watching,
-                             total=r.total) for r in rows if isinstance(r, TubeStats)],
-        unreachable=[_error(r) for r in rows if isinstance(r, Unreachable)])
+    view = servers.stats_view(rows)
     every_server_down = not view.tubes and bool(view.unreachable)
     if as_json:
         render.echo_json(view)

@@ -13,6 +13,7 @@ import msgspec
 
 from bystroq.config import LoadedConfig, did_you_mean
 from bystroq.errors import UnknownCategory
+from bystroq.records.views import ServerErrorView, StatsView, TubeStatsView
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server, servers_of
 
 T = TypeVar("T")
@@ -56,6 +57,18 @@ def tube_name(config: LoadedConfig, name: str, events: bool = False) -> str:
     raise UnknownCategory(
         f"{config.source}: no category or tube named {name!r} under beanstalkd.tubes"
         f"{did_you_mean(name, known)}; known: {', '.join(known) or '(none)'}")
+
+
+def stats_view(rows: Sequence[TubeStats | Unreachable]) -> StatsView:
+    """`tube_stats` rows as the public view (`stats --json`, `GET /v1/queues`)."""
+    return StatsView(
+        tubes=[TubeStatsView(server=r.server, tube=r.tube, ready=r.ready, reserved=r.reserved,
+                             delayed=r.delayed, buried=r.buried, watching=r.watching,
+                             total=r.total, urgent=r.urgent, waiting=r.waiting,
+                             paused=r.paused, pause_left_s=r.pause_left_s)
+               for r in rows if isinstance(r, TubeStats)],
+        unreachable=[ServerErrorView(server=r.server, error=r.error)
+                     for r in rows if isinstance(r, Unreachable)])
 
 
 def tube_stats(

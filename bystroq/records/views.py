@@ -130,6 +130,10 @@ class TubeStatsView(View, frozen=True):
     buried: int
     watching: int
     total: int
+    urgent: int = 0  # ready jobs with priority under 1024
+    waiting: int = 0  # connections waiting in a reserve on the tube
+    paused: bool = False
+    pause_left_s: int = 0  # seconds the tube stays paused
 
 
 class ServerErrorView(View, frozen=True):

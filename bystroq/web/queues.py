@@ -10,13 +10,11 @@ from pydantic import BaseModel, Field
 
 from bystroq.errors import UnknownCategory
 from bystroq.ops import servers, tubes
-from bystroq.ops.servers import Peeked, TubeStats, Unreachable, configured_tubes, tube_name
+from bystroq.ops.servers import Peeked, Unreachable, configured_tubes, tube_name
 from bystroq.records.views import (
     CountView,
     PeekedJobView,
     ServerErrorView,
-    StatsView,
-    TubeStatsView,
 )
 from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.responses import json_response
@@ -69,13 +67,7 @@ def router(services: Services) -> APIRouter:
     @queues.get("", summary="Jobs per server and tube")
     def stats() -> Response:
         rows = servers.tube_stats(config)
-        return json_response(StatsView(
-            tubes=[TubeStatsView(server=r.server, tube=r.tube, ready=r.ready,
-                                 reserved=r.reserved, delayed=r.delayed, buried=r.buried,
-                                 watching=r.watching, total=r.total)
-                   for r in rows if isinstance(r, TubeStats)],
-            unreachable=[ServerErrorView(server=r.server, error=r.error)
-                         for r in rows if isinstance(r, Unreachable)]))
+        return json_response(servers.stats_view(rows))
 
     @queues.post("/{tube}/pause", summary="Pause a tube for a while (no job is reserved)")
     def pause(tube: str, body: PauseRequest) -> Response:
