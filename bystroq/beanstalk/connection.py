@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
+import select
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -145,7 +147,7 @@ class Connection:
     _greenstalk: greenstalk.Client[bytes] | None = None
     _parser: ReplyParser = field(default_factory=ReplyParser)
     _outbox: list[bytes] = field(default_factory=list)
-    _owed: list[OnReply | None] = field(default_factory=list)
+    _owed: deque[OnReply | None] = field(default_factory=deque)
     _using: str = "default"
     _retry_at: float = 0.0
     _down_since: float | None = None
@@ -170,7 +172,8 @@ class Connection:
     @property
     def client(self) -> greenstalk.Client[bytes]:
         """greenstalk over this connection, connecting first if needed; commands queued are
-        sent and the replies still owed read first, so every command meets its own."""
+        sent and the replies still owed read first, so every command meets its own (what
+        their callbacks queue waits for the next write)."""
         if self._sock is None:
             self._connect()
         self.settle()
@@ -196,13 +199,35 @@ class Connection:
         self._sock.sendall(data)
 
     def settle(self) -> None:
-        """Send what is queued and read every reply owed, handing each to its callback."""
+        """Send what is queued and read every reply owed, handing each to its callback.
+
+        Commands a callback queues are not sent here: they go with the next write (so the
+        delete of a job whose event a reply just confirmed rides along with what follows)."""
         self.flush()
-        while self._owed:
-            on_reply = self._owed.pop(0)
+        owed = self._owed
+        for _ in range(len(owed)):
+            on_reply = owed.popleft()
             reply = self._read()
             if on_reply is not None:
                 on_reply(reply)
+
+    @property
+    def owes(self) -> bool:
+        """Whether commands are queued or replies still to be read."""
+        return bool(self._owed or self._outbox)
+
+    def answered(self) -> bool:
+        """Whether a reply owed can be read without waiting (it arrived, at least in part)."""
+        sock = self._sock
+        if sock is None or not self._owed:
+            return False
+        if self._parser.pending:
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for waiting on several connections at once (-1: none)."""
+        return self._sock.fileno() if self._sock is not None else -1
 
     def owe(self, on_reply: Callable[[bytes, list[bytes]], None]) -> None:
         """A command was sent without reading its reply: `on_reply(status, values)` gets it
@@ -353,7 +378,7 @@ class Connection:
         client, self._greenstalk = self._greenstalk, None
         sock, self._sock = self._sock, None
         self._max_job_size = None
-        self._owed = []
+        self._owed = deque()
         self._outbox = []
         self._parser.clear()
         if client is not None:

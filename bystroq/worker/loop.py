@@ -114,12 +114,15 @@ class Worker:
     # -- one job at a time, in the caller's thread -------------------------------------
 
     def step(self, wait_s: float = 0) -> Outcome:
-        """Reserve one job (waiting up to `wait_s`) and handle it."""
+        """Reserve one job (waiting up to `wait_s`), handle it and settle what it sent."""
         slot = self._slot(0)
-        job = slot.reserve(wait_s)
-        outcome = slot.process(job) if job is not None else Outcome.NONE
-        self.counts[outcome] += 1
-        return slot.flush() or outcome
+        job = slot.reserve(wait_s, most=1)
+        if job is None:
+            self.count(Outcome.NONE)
+            return Outcome.NONE
+        outcome = slot.process(job)
+        slot.flush()
+        return job.outcome or outcome
 
     # -- the long-running loop ---------------------------------------------------------
 
@@ -129,6 +132,7 @@ class Worker:
         Returns 0, or 1 if a slot stopped on an unexpected error.
         """
         restore = self._install_signals()
+        self.keeper.start()  # it also sends what slots hold back while a handler runs
         control = ControlListener(self.servers, self.worker_id, self.cancel,
                                   self.health).start()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
@@ -209,29 +213,22 @@ class Worker:
 
     def _slot_loop(self, slot: Slot) -> None:
         try:
-            while not self._stopping.is_set():
-                if not self._claim():
-                    return
+            while not self._stopping.is_set() and (slot.intake.ahead or self.claimable(1)):
                 try:
                     wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
                     job = slot.reserve(wait_s)
                 except Exception:
-                    self._unclaim()
                     self.log.exception("slot stopped on an unexpected error while reserving; "
                                        "its connections are closed so its jobs go back")
                     slot.drop_connections()
                     self._crashed = True
                     return
-                except BaseException:
-                    self._unclaim()
-                    raise
                 if job is None:
-                    self._unclaim()
                     if self.options.burst:
                         return
                     continue
                 try:
-                    outcome = slot.process(job)
+                    slot.process(job)
                 except Exception:
                     # A bug, not a job's failure: drop the connection so that the server
                     # gives the job out again, and stop this slot loudly.
@@ -240,25 +237,31 @@ class Worker:
                     job.conn.failed(RuntimeError("slot error"))
                     self._crashed = True
                     return
-                with self._lock:
-                    self.counts[outcome] += 1
         finally:
             slot.flush()
 
-    def recount(self, counted: Outcome, actual: Outcome) -> None:
-        """A job counted as `counted` turned out `actual` (its deferred event failed)."""
+    def count(self, outcome: Outcome) -> None:
+        """One job's outcome (a slot counts each job once, when its outcome is known)."""
         with self._lock:
-            self.counts[counted] -= 1
-            self.counts[actual] += 1
+            self.counts[outcome] += 1
 
-    def _claim(self) -> bool:
+    def claimable(self, wanted: int) -> int:
+        """How many of `wanted` jobs may still be taken under `max_jobs`."""
+        if self.options.max_jobs is None:
+            return wanted
+        with self._lock:
+            return max(0, min(wanted, self.options.max_jobs - self._claimed))
+
+    def claim(self) -> bool:
+        """Take one job under `max_jobs` (jobs held ahead count, until given back)."""
         with self._lock:
             if self.options.max_jobs is not None and self._claimed >= self.options.max_jobs:
                 return False
             self._claimed += 1
             return True
 
-    def _unclaim(self) -> None:
+    def unclaim(self) -> None:
+        """A job claimed was given back unrun, or never came."""
         with self._lock:
             self._claimed -= 1
 
