@@ -347,6 +347,11 @@ class Connection:
             self._using = tube
         return client
 
+    @property
+    def known_max_job_size(self) -> int | None:
+        """The server's max-job-size if this connection asked already (no I/O)."""
+        return self._max_job_size
+
     def max_job_size(self) -> int:
         """The server's max-job-size, asked once per connection."""
         if self._max_job_size is None:

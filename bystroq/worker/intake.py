@@ -52,6 +52,7 @@ class Intake:
         self._arrivals_lock = threading.Lock()  # only around the list itself
         self._waiting = False
         self._next = 0
+        self.last_batch = 0  # how many jobs the last batch brought
 
     def take(self, wait_s: float, most: int | None = None) -> Taken | None:
         """The next job held, reserving a batch (of up to `most`) first if none is."""
@@ -75,6 +76,7 @@ class Intake:
             got = self._wait(count, remaining)
         if got:
             self.batch.reserved(count, got)
+            self.last_batch = got
 
     def _ready(self, count: int) -> int:
         """Take what the servers have ready, a batch from each in turn, up to `count`."""

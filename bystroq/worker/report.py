@@ -87,6 +87,9 @@ class Reporting:
     def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
         """Why an event cannot be put on the job's server, if it is larger than the server's
         max-job-size (the put would be refused, and retrying makes the same event)."""
+        known = conn.known_max_job_size
+        if known is not None and len(body) <= known:
+            return None
         with conn.lock:
             try:
                 limit = conn.max_job_size()  # asked once per connection

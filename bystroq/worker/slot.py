@@ -156,11 +156,11 @@ class Slot(Reporting):
         too_big = self._too_big(conn, started, "started")
         if too_big is not None:
             return self._done(lease, self._fail_at_once(lease, data, too_big, fields, 0, log))
-        # With jobs held ahead (handlers have been short) and the handler's progress going
-        # over this connection too (inline), the started event goes with the completed
-        # one's write (the keeper's tick sends it if this handler runs long); otherwise
-        # it is written now, ahead of anything a child process sends.
-        send = not self.intake.ahead or not isinstance(self.runner, InlineRunner)
+        # In a batch of several (handlers have been short), with the handler's progress
+        # going over this connection too (inline), the started event goes with the
+        # completed one's write (the keeper's tick sends it if this handler runs long);
+        # otherwise it is written now, ahead of anything a child process sends.
+        send = self.intake.last_batch <= 1 or not isinstance(self.runner, InlineRunner)
         if not self._put_unanswered(lease, started, log, send=send):
             return self._done(lease, Outcome.LOST)
         publisher = ProgressPublisher(
