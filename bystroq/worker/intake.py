@@ -223,7 +223,12 @@ class Intake:
     def give_back(self) -> int:
         """Give every job held ahead back unrun (bury, kick-job: no attempt spent)."""
         for conn in list(self._pending.values()):
-            self._settle_pending(conn)  # a job it brought is given back too
+            if conn.answered():
+                self._settle_pending(conn)  # a job it brought is given back too
+            else:  # not waited out: closing ends the reserve (and returns what it may take)
+                with conn.lock:
+                    conn.close()
+                    self._pending.pop(id(conn), None)
         self._lease_arrivals()
         jobs, self.ahead = list(self.ahead), deque()
         given = 0
