@@ -204,12 +204,18 @@ class Connection:
         Commands a callback queues are not sent here: they go with the next write (so the
         delete of a job whose event a reply just confirmed rides along with what follows)."""
         self.flush()
-        owed = self._owed
-        for _ in range(len(owed)):
-            on_reply = owed.popleft()
-            reply = self._read()
-            if on_reply is not None:
-                on_reply(reply)
+        owed, parser = self._owed, self._parser
+        left = len(owed)
+        while left:
+            replies = parser.take(left)
+            if not replies:
+                self._receive()
+                continue
+            left -= len(replies)
+            for reply in replies:
+                on_reply = owed.popleft()
+                if on_reply is not None:
+                    on_reply(reply)
 
     @property
     def owes(self) -> bool:
@@ -264,6 +270,13 @@ class Connection:
             if not data:
                 raise ConnectionError(self._parser.cut_short())
             self._parser.feed(data)
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        data = self._sock.recv(65536)
+        if not data:
+            raise ConnectionError(self._parser.cut_short())
+        self._parser.feed(data)
 
     def _read(self) -> Reply:
         assert self._sock is not None
