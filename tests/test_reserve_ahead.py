@@ -18,6 +18,7 @@ from bystroq.config import LoadedConfig
 from bystroq.errors import Cancelled
 from bystroq.examples.echo import EchoJob
 from bystroq.testing import Beanstalkd, config_for, config_text, wait_until
+from bystroq.worker.intake import attempt_of
 from tests.conftest import Tubes
 
 
@@ -81,7 +82,7 @@ def test_sigterm_gives_back_jobs_held_ahead_without_spending_an_attempt(
 ) -> None:
     """Short jobs grow the batch; a long one is then reserved with later jobs held behind
     it. SIGTERM: the long one is released (it ran: that attempt counts), the held ones go
-    back unrun (bury, kick-job), and their next reserve is still their first attempt."""
+    back unrun (release, kick-job), and their next reserve is still their first attempt."""
     config_file = tmp_path / "c.yml"
     config_file.write_text(config_text([server.address], prefix=prefix))
     config = config_for([server.address], prefix=prefix)
@@ -114,7 +115,7 @@ def test_sigterm_gives_back_jobs_held_ahead_without_spending_an_attempt(
         kicked = 0
         for handle in rest:
             stats = client.stats_job(handle.job_id)
-            assert stats["reserves"] - stats["kicks"] == 0  # no attempt spent
+            assert stats["reserves"] - stats["kicks"] + stats["buries"] == 0  # none spent
             kicked += stats["kicks"]
         assert kicked == given[0]
         assert client.stats_job(long_job.job_id)["reserves"] == 1
@@ -156,3 +157,31 @@ def _reserving(host: str, port: int, tube: str) -> int:
             return int(client.stats_tube(tube)["current-waiting"])
         except greenstalk.NotFoundError:
             return 0
+
+
+def test_an_operators_kick_of_a_failed_job_is_a_new_attempt(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """A kick that follows a bury cancels out: the job's next run is attempt 2, so the
+    records take its events (a give-back, a kick with no bury, would keep attempt 1)."""
+    with Producer(config) as producer:
+        handle = producer.submit("echo", EchoJob(submissionID="k", fail="once"))
+    with Worker(config, "echo") as worker:
+        assert worker.step() is Outcome.FAILED
+        with tubes.client(use=config.category("echo").submission) as client:
+            client.kick_job(handle.job_id)
+        assert worker.step() is Outcome.FAILED
+    events = tubes.events(config.category("echo").events)
+    assert [(e["event"], e["attempt"]) for e in events] == [
+        ("started", 1), ("failed", 1), ("started", 2), ("failed", 2)]
+
+
+def test_attempt_numbers_take_back_only_the_reserves_given_back() -> None:
+    def stats(reserves: int, kicks: int, buries: int) -> bytes:
+        return (b"---\nid: 1\nreserves: %d\ntimeouts: 0\nreleases: 0\nburies: %d\n"
+                b"kicks: %d\n" % (reserves, buries, kicks))
+
+    assert attempt_of(stats(1, 0, 0)) == 1
+    assert attempt_of(stats(3, 2, 0)) == 1  # given back twice, then reserved again
+    assert attempt_of(stats(2, 1, 1)) == 2  # failed, buried, kicked by an operator
+    assert attempt_of(stats(4, 2, 1)) == 3  # and once given back

@@ -10,9 +10,12 @@ out when the slot moves on is read when it answers (by the slot, or by the lease
 tick while a handler runs).
 
 Jobs held ahead are leases like a running job's: the keeper touches them, a cancel finds
-them, `max_jobs` counts them. At shutdown they go back unrun, each with `bury` then
-`kick-job` in one write: the job keeps its place, and its attempt number (reserves minus
-kicks) is not spent.
+them, `max_jobs` counts them. At shutdown they go back unrun, each with `release` (delayed
+a second) then `kick-job` in one write: the job keeps its place and is ready at once, and
+its attempt number is not spent. An attempt is `reserves - (kicks - buries)`: a job can
+only leave the buried state by a kick, so a kick after a bury (an operator's, of a failed
+or poison job) cancels out and the next run is a new attempt; a kick with no bury before it
+is a give-back (or an operator's kick of a delayed job) and takes its reserve back.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ if TYPE_CHECKING:
     from bystroq.worker.loop import Worker
 
 Count = Callable[[Taken, Outcome], None]
+# A job given back is released delayed by this much and kicked at once (in the same write):
+# were the kick lost, it would still be ready a moment later.
+GIVE_BACK_DELAY_S = 1
+
+
+def attempt_of(stats: bytes) -> int:
+    """A job's attempt number from its `stats-job`: reserves, less the reserves given back
+    (kicks not preceded by a bury; see the module docstring)."""
+    reserves = framing.stat(stats, b"reserves")
+    given_back = framing.stat(stats, b"kicks") - framing.stat(stats, b"buries")
+    return max(1, reserves - max(0, given_back))
 
 
 class Intake:
@@ -210,9 +224,8 @@ class Intake:
                 self.count(job, Outcome.LOST)
             return
         stats = reply.body
-        reserves, kicks = framing.stat(stats, b"reserves"), framing.stat(stats, b"kicks")
         job.priority = framing.stat(stats, b"pri")
-        lease = Lease(job, framing.stat(stats, b"ttr"), attempt=max(1, reserves - kicks),
+        lease = Lease(job, framing.stat(stats, b"ttr"), attempt=attempt_of(stats),
                       timeout_s=self.worker.conf.timeout, touched_at=job.asked_at)
         job.lease = lease
         self.worker.keeper.add(lease)
@@ -221,7 +234,7 @@ class Intake:
     # -- giving back -------------------------------------------------------------------
 
     def give_back(self) -> int:
-        """Give every job held ahead back unrun (bury, kick-job: no attempt spent)."""
+        """Give every job held ahead back unrun (release, kick-job: no attempt spent)."""
         for conn in list(self._pending.values()):
             if conn.answered():
                 self._settle_pending(conn)  # a job it brought is given back too
@@ -252,7 +265,7 @@ class Intake:
 
     def _queue_give_back(self, job: Taken) -> None:
         conn = job.conn
-        conn.queue(framing.bury(job.id, job.priority))
+        conn.queue(framing.release(job.id, job.priority, GIVE_BACK_DELAY_S))
         conn.queue(framing.kick_job(job.id))
 
     # -- the keeper's tick -------------------------------------------------------------
