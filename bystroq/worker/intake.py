@@ -176,9 +176,10 @@ class Intake:
                 return self._lease(conn, jobs)
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server gives the jobs out again
-                for _ in jobs:
-                    self.worker.unclaim()
-                return 0
+                for job in jobs:
+                    if job.lease is None:  # a leased one is held ahead: found lost later
+                        self.worker.unclaim()
+                return sum(1 for job in jobs if job.lease is not None)
 
     def _on_reserved(self, conn: Connection, asked_at: float, into: list[Taken],
                      reply: Reply) -> None:
