@@ -10,6 +10,7 @@ one trip to the pool, in order.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,9 @@ class AsyncProducer:
         """Put one job on `category`'s submission tube; where it went."""
         call = functools.partial(self.producer.submit, category, job, priority=priority,
                                  delay=delay, ttr=ttr, batch=batch)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        # In the caller's context: its current trace span goes with the job.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, contextvars.copy_context().run, call)
 
     async def submit_many(self, category: str, jobs: Sequence[Job], *,
                           priority: int = DEFAULT_PRIORITY, delay: int = 0,
@@ -65,7 +68,8 @@ class AsyncProducer:
                     raise
             return done
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, put_all)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, contextvars.copy_context().run, put_all)
 
     async def aclose(self) -> None:
         """Wait for submits in flight, then close the connections."""

@@ -68,6 +68,9 @@ class CategoryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # failed and buried by the worker, refused by `bystroq submit`. Off: such fields are
     # ignored (and `submit` warns).
     strict: bool = False
+    # Refuse a submit (DuplicateSubmission) while a submission with the same id is queued
+    # or running; needs the records store.
+    unique: bool = False
 
 
 class QueueConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -30,6 +30,16 @@ class ServersUnavailable(BystroqError):
     """No configured beanstalkd server accepted a connection."""
 
 
+class NotBeanstalkd(BystroqError, ConnectionError):
+    """An address answered, but not as beanstalkd does (an HTTP server, say)."""
+
+    def __init__(self, address: str, answered: str) -> None:
+        super().__init__(f'{address} is not a beanstalkd server (it answered "{answered}"); '
+                         "check its port in the config's beanstalkd.addresses")
+        self.address = address
+        self.answered = answered
+
+
 class UnknownCategory(BystroqError):
     """A tube or category name is not in the configuration."""
 
@@ -87,6 +97,10 @@ class StoreUnavailable(BystroqError):
     """The records store cannot be reached (database down, disk full); try again later."""
 
 
+class DuplicateSubmission(BystroqError):
+    """A unique submit refused: a submission with this id is still queued or running."""
+
+
 class SubmitOutcomeUnknown(BystroqError):
     """A put was sent but its answer never came: the job may or may not be on the server."""
 
@@ -100,3 +114,7 @@ class SubmitIncomplete(BystroqError):
                  not_put: list[int]) -> None:
         super().__init__(message)
         self.submitted, self.unknown, self.not_put = submitted, unknown, not_put
+
+
+class UnknownWorker(BystroqError):
+    """No worker with that id in the live-workers table."""

@@ -1,8 +1,9 @@
 """The wire format: JSON messages, compatible with Bystro's beanstalkd messages.
 
 Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
-submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq)
-are optional and left out of the JSON when unset, so Bystro consumers keep working.
+submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq,
+traceparent) are optional and left out of the JSON when unset, so Bystro consumers keep
+working. Workers also put Heartbeats on a tube of their own (`heartbeat_tube`).
 Ids are read in both generations of Bystro's wire (`submissionID`/`queueID` and camelCase
 `submissionId`/`queueId`) and written in the one `encode` is given (config.Wire).
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import re
 import types
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -27,6 +29,9 @@ ID_FIELDS: dict[str, tuple[str, str]] = {
     "submissionID": ("submissionID", "queueID"),
     "submissionId": ("submissionId", "queueId"),
 }
+# The optional key of a job body (and field of its events) holding its W3C trace context.
+TRACEPARENT = "traceparent"
+_TRACE_NEEDLE = b'"traceparent"'
 _SPELLING_OF_KEY = {"submissionID": "submissionID", "queueID": "submissionID",
                     "submissionId": "submissionId", "queueId": "submissionId"}
 _CANONICAL_KEY = {"submissionId": "submissionID", "queueId": "queueID"}
@@ -60,6 +65,7 @@ class EventMessage(BaseMessage, frozen=True, kw_only=True, omit_defaults=True, t
     worker: str | None = None
     at: float | None = None
     seq: int | None = None
+    traceparent: str | None = None  # the job's W3C trace context (bystroq.tracing)
 
 
 class SubmittedJobMessage(EventMessage, frozen=True, kw_only=True, tag="started"):
@@ -147,6 +153,47 @@ class CancelledJobMessage(EventMessage, frozen=True, kw_only=True, tag="cancelle
         return Event.CANCELLED
 
 
+WorkerState = Literal["running", "quiet", "stopping", "stopped"]
+HEARTBEAT_PREFIX = "bystroq.workers."
+
+
+class HeldJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job a worker runs now: its submission, and its place on a server."""
+
+    submissionID: SubmissionID | None
+    queueID: int
+    server: str
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's announcement, put every `intervalS` on its category's heartbeat tube
+    (`heartbeat_tube`), and once more as `stopped` when it exits cleanly."""
+
+    worker: str
+    host: str
+    pid: int
+    category: str
+    state: WorkerState
+    slotsBusy: int
+    slotsTotal: int
+    isolation: str
+    version: str
+    startedAt: float
+    at: float
+    intervalS: float
+    jobs: list[HeldJob] = []
+
+
+def heartbeat_tube(submission_tube: str) -> str:
+    """The tube a category's workers beat on: one per category, so a consumer hears the
+    workers of the categories it records (a name too long for a tube is hashed)."""
+    name = HEARTBEAT_PREFIX + submission_tube
+    if len(name.encode()) <= 200:
+        return name
+    return HEARTBEAT_PREFIX + hashlib.blake2b(submission_tube.encode(),
+                                              digest_size=16).hexdigest()
+
+
 M = TypeVar("M", bound=msgspec.Struct)
 
 _ENCODE = msgspec.json.Encoder().encode
@@ -165,6 +212,9 @@ class JobDecoder(Generic[M]):
         # (key this Struct expects, the other generation's) for its submission and queue ids.
         self._keys = _id_keys(struct)
         self._needles = [f'"{other}"'.encode() for _, other in self._keys]
+        # A strict Struct refuses unknown keys: the trace context is dropped before.
+        self._untrace = strict and TRACEPARENT not in {
+            f.encode_name for f in msgspec.structs.fields(struct)}
 
     def decode(self, body: bytes | str) -> M:
         """Decode and validate; a DecodeError says what was expected and what came.
@@ -174,6 +224,8 @@ class JobDecoder(Generic[M]):
         differing, is invalid."""
         if self._needles and _mentions(body, self._needles):
             body = self._respelled(body)
+        if self._untrace and _mentions(body, [_TRACE_NEEDLE]):
+            body = _without_traceparent(body)
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -211,6 +263,17 @@ class JobDecoder(Generic[M]):
                 )
             data[own] = value
         return _ENCODE(data)
+
+
+def _without_traceparent(body: bytes | str) -> bytes | str:
+    try:
+        data = json_value(body)
+    except DecodeError:
+        return body  # the Struct's own decoder says what is wrong
+    if not isinstance(data, dict) or TRACEPARENT not in data:
+        return body
+    del data[TRACEPARENT]
+    return _ENCODE(data)
 
 
 _OTHER_SPELLING = {"submissionID": "submissionId", "submissionId": "submissionID",

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -37,11 +38,13 @@ from bystroq.puts import (
 )
 from bystroq.recording import (
     FROM_CONFIG,
+    UNIQUE_HOLD_S,
     FromConfig,
     RecorderHealth,
     RecordReader,
     SubmitRecorder,
     Submitted,
+    unique_claims,
 )
 from bystroq.servers import (
     CONNECTION_ERRORS,
@@ -55,12 +58,15 @@ from bystroq.servers import (
     servers_of,
     wait_for_any,
 )
+from bystroq.tracing import with_traceparent
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_WAIT_S", "FROM_CONFIG", "FromConfig", "Producer",
            "SubmitRecorder", "Submitted"]
 
 
 DEFAULT_WAIT_S = 5.0
+# A job as a producer takes it: a Struct, a mapping, or a body already encoded.
+Job = msgspec.Struct | Mapping[str, Any] | bytes
 # Puts written at once by submit_many: large enough that a round trip is shared by many
 # jobs, small enough that a cut connection leaves few outcomes unknown.
 SUBMIT_CHUNK = 256
@@ -113,15 +119,40 @@ class Producer:
         delay: int = 0,
         ttr: int | None = None,
         batch: str | None = None,
+        unique: bool | None = None,
     ) -> Submitted:
         """Put one job on `category`'s submission tube; return where it went.
 
         Raises ServersUnavailable or JobTooBig when the job was not put (submitting it
         again is safe), SubmitOutcomeUnknown when it may have been (do not submit it again;
         its record, state `unknown`, follows the job's events if it arrives).
+        `unique` (default: the category's `unique:`) refuses, with DuplicateSubmission, a
+        job whose submission is still queued or running (it needs the records store).
         """
+        with self._unique(category, [job], unique):
+            return self._submit(category, job, priority=priority, delay=delay, ttr=ttr,
+                                batch=batch)
+
+    def _unique(self, category: str, jobs: Sequence[Job], unique: bool | None
+                ) -> AbstractContextManager[None]:
+        if not (self.config.category(category).unique if unique is None else unique):
+            return nullcontext()
+        return unique_claims(self.recorder, [job_submission_id(job) for job in jobs],
+                             hold_s=self.wait_s + UNIQUE_HOLD_S)
+
+    def _submit(
+        self,
+        category: str,
+        job: Job,
+        *,
+        priority: int,
+        delay: int,
+        ttr: int | None,
+        batch: str | None,
+    ) -> Submitted:
         conf = self.config.category(category)
-        body = job if isinstance(job, bytes) else encode(job, self.config.config.wire)
+        body = with_traceparent(job if isinstance(job, bytes)
+                                else encode(job, self.config.config.wire))
         record = self.recorder is not None
         submission_id = job_submission_id(job) if record or not isinstance(job, bytes) else None
         name = self.config.category_name(category)
@@ -192,13 +223,31 @@ class Producer:
     def submit_many(
         self,
         category: str,
-        jobs: Sequence[msgspec.Struct | Mapping[str, Any] | bytes],
+        jobs: Sequence[Job],
         *,
         priority: int = DEFAULT_PRIORITY,
         delay: int = 0,
         ttr: int | None = None,
         batch: str | None = None,
         chunk: int = SUBMIT_CHUNK,
+        unique: bool | None = None,
+    ) -> list[Submitted]:
+        """`submit` for many jobs (see `_submit_many`); with `unique`, nothing is put
+        when any of them is still queued or running (DuplicateSubmission names one)."""
+        with self._unique(category, jobs, unique):
+            return self._submit_many(category, jobs, priority=priority, delay=delay,
+                                     ttr=ttr, batch=batch, chunk=chunk)
+
+    def _submit_many(
+        self,
+        category: str,
+        jobs: Sequence[Job],
+        *,
+        priority: int,
+        delay: int,
+        ttr: int | None,
+        batch: str | None,
+        chunk: int,
     ) -> list[Submitted]:
         """Put many jobs on `category`'s submission tube, `chunk` puts a write, the chunks
         spread over the servers; returns a handle per job, in order.
@@ -211,7 +260,8 @@ class Producer:
         """
         conf = self.config.category(category)
         name = self.config.category_name(category)
-        bodies = [job if isinstance(job, bytes) else encode(job) for job in jobs]
+        bodies = [with_traceparent(job if isinstance(job, bytes) else encode(job))
+                  for job in jobs]
         record = self.recorder is not None
         ids = [job_submission_id(job) if record or not isinstance(job, bytes) else None
                for job in jobs]

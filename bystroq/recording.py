@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,8 +15,10 @@ import structlog
 
 from bystroq.errors import (
     BystroqError,
+    DuplicateSubmission,
+    StoreUnavailable,
 )
-from bystroq.messages import record_key
+from bystroq.messages import key_to_submission_id, record_key
 from bystroq.servers import (
     Server,
 )
@@ -58,6 +61,45 @@ class Submitted:
                 raise TimeoutError(f"submission {self.submission_id!r} is still {state} "
                                    f"after {timeout_s} s")
             time.sleep(poll_s)
+
+
+# How long a unique submit's claim outlives the wait for a server (should its producer die
+# between the claim and the queued record, the id is free again after this).
+UNIQUE_HOLD_S = 30.0
+
+
+@contextmanager
+def unique_claims(recorder: object, submission_ids: Sequence[str | int | None],
+                  hold_s: float) -> Iterator[None]:
+    """Hold the submission ids of a unique submit while its jobs are put and recorded:
+    DuplicateSubmission when one is still queued or running (nothing is put then)."""
+    claim = getattr(recorder, "claim_submits", None)
+    release = getattr(recorder, "release_submits", None)
+    if claim is None or release is None:
+        raise BystroqError("unique submits need a records store: set `records:` in the "
+                           "config (or give the Producer a recorder), or submit without "
+                           "unique")
+    if any(sid is None for sid in submission_ids):
+        raise BystroqError("a unique submit needs every job's submissionID")
+    keys = [record_key(sid) for sid in submission_ids if sid is not None]
+    try:
+        refused: dict[str, str] = claim(keys, hold_s)
+    except StoreUnavailable as exc:
+        raise BystroqError(f"cannot check that the submission is not already queued or "
+                           f"running: {exc}; try again once the records store is back, or "
+                           f"submit without unique") from exc
+    if refused:
+        key, why = next(iter(refused.items()))
+        sid = key_to_submission_id(key)
+        more = f" (and {len(refused) - 1} more of these jobs)" if len(refused) > 1 else ""
+        raise DuplicateSubmission(
+            f"submission {sid!r} is already {why}{more}: nothing was submitted; wait for "
+            f"it to finish or cancel it (`bystroq cancel {sid}`), or submit without unique")
+    try:
+        yield
+    finally:
+        with suppress(Exception):  # a claim left behind expires after hold_s
+            release(keys)
 
 
 class FromConfig:

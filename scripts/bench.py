@@ -45,6 +45,7 @@ ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_core  # noqa: E402  (sibling scripts, importable once scripts/ is on the path)
+import bench_metrics  # noqa: E402
 import bench_peers  # noqa: E402
 
 Result = dict[str, float]
@@ -73,6 +74,9 @@ def core_targets(figures: dict[str, bench_core.Figures]) -> list[Target]:
                ratio("`consume --burst` into SQLite (CLI)"), 2.5),
         Target("`consume --burst` into PostgreSQL / bare reserve+delete loop, same round",
                ratio("`consume --burst` into PostgreSQL (CLI)"), 1.5),
+        Target("worker with metrics / without, same round", ratio(bench_metrics.NAME), 0.95),
+        Target("worker with metrics / without, CPU time, same round",
+               ratio(bench_metrics.CPU_NAME), 0.95),
     ]
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bench_metrics  # a sibling script (scripts/ is on the path)
 import greenstalk
 import msgspec
 
@@ -288,6 +289,7 @@ def pairs(bench: Bench, with_postgres: bool) -> list[Pair]:
              bench.submit_in_process, bench.bare_put, bench.submit_jobs),
         Pair("`consume --burst` into SQLite (CLI)", "reserve, delete",
              bench.consume_sqlite, bench.bare_consume, 2 * bench.jobs),
+        *bench_metrics.pairs(bench),
     ]
     if with_postgres:
         found.append(Pair("`consume --burst` into PostgreSQL (CLI)", "reserve, delete",

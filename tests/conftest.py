@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +88,26 @@ class Tubes:
 @pytest.fixture
 def tubes(server: Beanstalkd) -> Tubes:
     return Tubes(server.address)
+
+
+def total_puts(server: Beanstalkd, tube: str) -> int:
+    """Jobs ever put on `tube` of `server` (0 when the tube was never used)."""
+    try:
+        return int(Tubes(server.address).client().stats_tube(tube)["total-jobs"])
+    except greenstalk.NotFoundError:
+        return 0
+
+
+@pytest.fixture
+def fresh_servers() -> Iterator[list[Beanstalkd]]:
+    """Two servers of this test's own (one may be stopped with SIGSTOP: it is woken
+    before it is stopped)."""
+    servers = [Beanstalkd().start(), Beanstalkd().start()]
+    yield servers
+    for server in servers:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.kill()
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from tests.conftest import Invoke
 SUBMISSION_KEYS = {
     "submissionID", "category", "state", "attempts", "queueID", "server", "worker",
     "progress", "skipped", "total", "percent", "etaS", "messages", "result", "reason",
-    "traceback", "batch", "submittedAt",
-    "startedAt", "finishedAt", "updatedAt",
+    "traceback", "traceparent", "batch", "submittedAt",
+    "startedAt", "finishedAt", "updatedAt", "runs",
 }
 TIMELINE_KEYS = {"at", "event", "attempt", "seq", "worker", "applied", "message"}
 BATCH_KEYS = {"batchID", "category", "state", "reason", "total", "concurrency",

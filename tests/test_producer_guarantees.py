@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import greenstalk
 import msgspec
 import pytest
 import structlog
@@ -24,7 +23,7 @@ from bystroq.records.model import Record, parse_event
 from bystroq.servers import Server, peer_of
 from bystroq.testing import Beanstalkd, config_for, wait_until
 from tests.chaos.producer import PrivatePostgres, store_restart, unknown_put
-from tests.conftest import Tubes
+from tests.conftest import Tubes, total_puts
 
 
 def run_and_consume(config: LoadedConfig, store: Store) -> None:
@@ -33,24 +32,6 @@ def run_and_consume(config: LoadedConfig, store: Store) -> None:
         worker.run()
     with Consumer(config, store) as consumer:
         consumer.run(burst=True)
-
-
-def total_puts(server: Beanstalkd, tube: str) -> int:
-    try:
-        return int(Tubes(server.address).client().stats_tube(tube)["total-jobs"])
-    except greenstalk.NotFoundError:
-        return 0
-
-
-@pytest.fixture
-def fresh_servers() -> Iterator[list[Beanstalkd]]:
-    """Two servers of this test's own (one may be stopped with SIGSTOP)."""
-    servers = [Beanstalkd().start(), Beanstalkd().start()]
-    yield servers
-    for server in servers:
-        if server.proc is not None:
-            server.proc.send_signal(signal.SIGCONT)
-        server.kill()
 
 
 # -- 5. a put whose answer never comes -----------------------------------------------------

@@ -4,9 +4,7 @@ batches, and after a cut connection an account of which jobs are in and which ar
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
-import greenstalk
 import pytest
 
 from bystroq import Producer
@@ -14,38 +12,21 @@ from bystroq.errors import JobTooBig, SubmitIncomplete
 from bystroq.examples.echo import EchoJob
 from bystroq.records import Store
 from bystroq.testing import Beanstalkd, config_for
-from tests.conftest import Tubes
-
-
-def total_puts(server: Beanstalkd, tube: str) -> int:
-    try:
-        return int(Tubes(server.address).client().stats_tube(tube)["total-jobs"])
-    except greenstalk.NotFoundError:
-        return 0
-
-
-@pytest.fixture
-def two_servers() -> Iterator[list[Beanstalkd]]:
-    servers = [Beanstalkd().start(), Beanstalkd().start()]
-    yield servers
-    for server in servers:
-        if server.proc is not None:
-            server.proc.send_signal(signal.SIGCONT)
-        server.kill()
+from tests.conftest import total_puts
 
 
 def test_jobs_are_put_in_order_over_every_server_and_recorded(
-    two_servers: list[Beanstalkd], prefix: str, store: Store
+    fresh_servers: list[Beanstalkd], prefix: str, store: Store
 ) -> None:
-    config = config_for([s.address for s in two_servers], prefix=prefix)
+    config = config_for([s.address for s in fresh_servers], prefix=prefix)
     tube = config.category("echo").submission
     jobs = [EchoJob(submissionID=f"s{i}") for i in range(100)]
     with Producer(config, recorder=store) as producer:
         handles = producer.submit_many("echo", jobs, chunk=16)
     assert [h.submission_id for h in handles] == [j.submissionID for j in jobs]
-    assert {h.server.name for h in handles} == {s.address for s in two_servers}
+    assert {h.server.name for h in handles} == {s.address for s in fresh_servers}
     # Chunks in turn, from a server each producer picks at random.
-    assert sorted(total_puts(s, tube) for s in two_servers) == [48, 52]
+    assert sorted(total_puts(s, tube) for s in fresh_servers) == [48, 52]
     record = store.get("s42")
     assert record is not None and record.state == "queued"
     assert (record.queue_id, record.server) == (handles[42].job_id, handles[42].server.name)
@@ -61,9 +42,9 @@ def test_a_body_over_max_job_size_puts_nothing(server: Beanstalkd, prefix: str) 
 
 
 def test_a_server_down_before_the_write_is_skipped(
-    two_servers: list[Beanstalkd], prefix: str
+    fresh_servers: list[Beanstalkd], prefix: str
 ) -> None:
-    down, up = two_servers
+    down, up = fresh_servers
     config = config_for([down.address, up.address], prefix=prefix)
     down.kill()
     with Producer(config, wait_s=1) as producer:
@@ -74,9 +55,9 @@ def test_a_server_down_before_the_write_is_skipped(
 
 @pytest.mark.timeout(60)
 def test_puts_never_answered_are_unknown_and_never_put_again(
-    two_servers: list[Beanstalkd], prefix: str, store: Store
+    fresh_servers: list[Beanstalkd], prefix: str, store: Store
 ) -> None:
-    paused, other = two_servers
+    paused, other = fresh_servers
     config = config_for([paused.address, other.address], prefix=prefix)
     tube = config.category("echo").submission
     with Producer(config, wait_s=0.5, recorder=store) as producer:

@@ -1,25 +1,27 @@
 """Talking to beanstalkd: greenstalk (public API) for single and admin commands; `framing`
 (sans-IO pipelined commands and replies), `connection` (socket, outbox, deadlines, backoff,
-health) and `pool` (one connection per server, pipelined helpers) for the hot paths."""
+health), `reserved` (a job bound to the connection that reserved it) and `pool` (one
+connection per server, pipelined helpers) for the hot paths."""
 
 from bystroq.beanstalk import framing
 from bystroq.beanstalk.connection import (
     CONNECT_TIMEOUT_S,
     CONNECTION_ERRORS,
     IO_TIMEOUT_S,
-    Backoff,
     Connection,
-    Reserved,
+    exchange,
+    read_reply,
+    send,
+)
+from bystroq.beanstalk.framing import Reply, expect, reserved_job
+from bystroq.beanstalk.health import (
+    Backoff,
     Server,
     ServerDown,
     ServerHealth,
-    exchange,
     peer_of,
-    read_reply,
-    send,
     servers_of,
 )
-from bystroq.beanstalk.framing import Reply, expect, reserved_job
 from bystroq.beanstalk.pool import (
     connections,
     delete_and_reserve_many,
@@ -31,6 +33,7 @@ from bystroq.beanstalk.pool import (
     reserve_many,
     wait_for_any,
 )
+from bystroq.beanstalk.reserved import Reserved
 
 put_command = framing.put
 

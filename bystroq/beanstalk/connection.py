@@ -3,33 +3,29 @@
 A reserved job belongs to the connection that reserved it: delete, touch, release and
 bury must go over that connection, so a `Reserved` job carries its `Connection`.
 
-A server is named by the address its connection actually reached (`127.0.0.1:11300`,
-`[::1]:11300`), not by how a config spells it: `localhost:11300` and `127.0.0.1:11300` are
-one server, so records written by a producer match events read by a consumer. The name
-stays the same across a server restart on the same address (beanstalkd's own `id` does
-not, while a binlog keeps its jobs and their ids). Every process must therefore reach a
-server at the same IP: on the server's own machine, configure its network address rather
-than 127.0.0.1 if processes elsewhere use that.
+A connection counts as up once the server has answered like beanstalkd: until then, an
+answer no beanstalkd gives (an HTTP server's, say) fails it with `NotBeanstalkd`, which
+names the address and what it answered, and backs off like any other failure.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import random
 import select
 import socket
 import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import greenstalk
-import structlog
 
+from bystroq.beanstalk import framing
 from bystroq.beanstalk.framing import Reply, ReplyParser
+from bystroq.beanstalk.health import Backoff, Server, ServerDown, ServerHealth, peer_of
+from bystroq.errors import NotBeanstalkd
 
 CONNECT_TIMEOUT_S = 5.0
 # Socket timeout beyond a command's own wait: a server that stops answering is a dead one.
@@ -37,84 +33,6 @@ IO_TIMEOUT_S = 30.0
 
 # What a broken or refused connection raises; greenstalk signals EOF as ConnectionError.
 CONNECTION_ERRORS = (OSError, greenstalk.UnknownResponseError)
-
-
-@dataclass(frozen=True, order=True)
-class Server:
-    """One beanstalkd server's address."""
-
-    host: str
-    port: int
-
-    @property
-    def name(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def peer_of(sock: socket.socket) -> Server:
-    """The server a connected socket reached, by its IP address in canonical form (an
-    IPv4-mapped IPv6 address as IPv4), so that every spelling of one server has one name."""
-    host, port = sock.getpeername()[:2]
-    try:
-        ip = ipaddress.ip_address(host)  # a link-local address keeps its %scope
-    except ValueError:  # not an IP socket (e.g. a test's socket pair): keep what it says
-        return Server(str(host), int(port))
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return Server(str(ip), int(port))
-
-
-def servers_of(addresses: Iterable[tuple[str, int]]) -> list[Server]:
-    """Server objects for (host, port) pairs."""
-    return [Server(host, port) for host, port in addresses]
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    base_s: float = 0.1
-    cap_s: float = 5.0
-    failures: int = 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (self.failures - 1)))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class ServerHealth:
-    """Which servers are down, shared by a process's connections: a change of state is
-    logged once per server, not once per connection or per retry."""
-
-    def __init__(self) -> None:
-        self._down: dict[Server, float] = {}
-        self._lock = threading.Lock()
-        self.log = structlog.get_logger("bystroq.servers")
-
-    def down(self, server: Server, exc: BaseException) -> None:
-        with self._lock:
-            if server in self._down:
-                return
-            self._down[server] = time.monotonic()
-        self.log.warning("server unreachable", server=server.name,
-                         error=str(exc) or type(exc).__name__)
-
-    def up(self, server: Server) -> None:
-        with self._lock:
-            since = self._down.pop(server, None)
-        if since is not None:
-            self.log.info("server reconnected", server=server.name,
-                          down_s=round(time.monotonic() - since, 3))
-
-
-class ServerDown(ConnectionError):
-    """The server is in its backoff window after a failure; try again later."""
 
 
 OnReply = Callable[[Reply], None]
@@ -152,12 +70,14 @@ class Connection:
     _retry_at: float = 0.0
     _down_since: float | None = None
     last_error: str | None = None  # why the last connect or command failed, for messages
+    last_failure: BaseException | None = None
     _max_job_size: int | None = None
     _limit_s: float | None = None
     # Counts connections made: a job reserved under an older generation is no longer held
     # (the server released it when that connection closed).
     generation: int = 0
     _identity: Server | None = None
+    _verified: bool = False  # the server has answered as beanstalkd does
 
     @property
     def server(self) -> Server:
@@ -176,6 +96,8 @@ class Connection:
         their callbacks queue waits for the next write)."""
         if self._sock is None:
             self._connect()
+        if not self._verified:
+            self.queue(b"list-tube-used\r\n")  # its answer shows the server is beanstalkd
         self.settle()
         assert self._greenstalk is not None
         return self._greenstalk
@@ -207,6 +129,8 @@ class Connection:
         owed, parser = self._owed, self._parser
         left = len(owed)
         while left:
+            if not self._verified:
+                self._verify()
             replies = parser.take(left)
             if not replies:
                 self._receive()
@@ -263,6 +187,8 @@ class Connection:
             raise ConnectionError("the connection was closed")
         out: list[bytes] = []
         while True:
+            if not self._verified:
+                self._verify()
             out += self._parser.lines(count - len(out))
             if len(out) == count:
                 return out
@@ -281,6 +207,8 @@ class Connection:
     def _read(self) -> Reply:
         assert self._sock is not None
         while True:
+            if not self._verified:
+                self._verify()
             reply = self._parser.next()
             if reply is not None:
                 return reply
@@ -288,6 +216,21 @@ class Connection:
             if not data:
                 raise ConnectionError(self._parser.cut_short())
             self._parser.feed(data)
+
+    def _verify(self) -> None:
+        """Fail with NotBeanstalkd if the server's first answer is not beanstalkd's; once
+        it is, the server counts as up (logged once) and the backoff starts anew."""
+        head = self._parser.head(framing.LONGEST_FIRST_LINE)
+        said = framing.answered(head)
+        if said is not None:
+            exc = NotBeanstalkd(self.address.name, said)
+            self.failed(exc)
+            raise exc
+        if b"\r\n" in head:
+            self._verified = True
+            self.health.up(self.address)
+            self._down_since = None
+            self.backoff.reset()
 
     # -- state -------------------------------------------------------------------------
 
@@ -320,21 +263,39 @@ class Connection:
         try:
             _deadlines(sock, min(self.io_timeout_s, self._limit_s or self.io_timeout_s))
             identity = peer_of(sock)
-            watch = list(self.watch) or "default"
-            self._greenstalk = greenstalk.Client(sock, encoding=None, use=self.use,
-                                                 watch=watch)
+            self._greenstalk = greenstalk.Client(sock, encoding=None)  # sends nothing
         except CONNECTION_ERRORS as exc:
             sock.close()
             self.failed(exc)
             raise
         self._sock = sock
         self._parser.clear()
-        self._using = self.use
+        self._using = "default"
+        self._verified = False
         self._identity = identity
         self.generation += 1
-        self.health.up(self.address)
-        self._down_since = None
-        self.backoff.reset()
+        try:
+            self._choose_tubes()
+        except CONNECTION_ERRORS as exc:
+            self.failed(exc)
+            raise
+
+    def _choose_tubes(self) -> None:
+        """Use and watch this connection's tubes, in one write (nothing to send when they
+        are beanstalkd's defaults), before the commands already queued."""
+        queued, owed = self._outbox, self._owed
+        self._outbox, self._owed = [], deque()
+        watch = list(self.watch) or ["default"]
+        if self.use != "default":
+            self.queue(framing.use(self.use), _answer(b"USING"))
+        for tube in watch:
+            if tube != "default":
+                self.queue(b"watch %b\r\n" % tube.encode("ascii"), _answer(b"WATCHING"))
+        if "default" not in watch:
+            self.queue(b"ignore default\r\n", _answer(b"WATCHING"))
+        self.settle()
+        self._using = self.use
+        self._outbox, self._owed = queued, owed
 
     def limit(self, seconds: float | None) -> None:
         """Bound how long the next connect or command may wait (None: the defaults), so a
@@ -347,6 +308,7 @@ class Connection:
         """Drop the connection after an I/O error and start (or extend) the backoff."""
         self.close()
         self.last_error = str(exc) or type(exc).__name__
+        self.last_failure = exc
         self._retry_at = time.monotonic() + self.backoff.next_delay()
         if self._down_since is None:
             self._down_since = time.monotonic()
@@ -354,11 +316,13 @@ class Connection:
 
     def use_tube(self, tube: str) -> greenstalk.Client[bytes]:
         """The client, using `tube` for puts (one `use` command only when it changes)."""
-        client = self.client
+        if self._sock is None:
+            self._connect()
         if self._using != tube:
-            client.use(tube)
+            self.queue(framing.use(tube), _answer(b"USING"))
+            self.settle()
             self._using = tube
-        return client
+        return self.client
 
     @property
     def known_max_job_size(self) -> int | None:
@@ -407,6 +371,14 @@ class Connection:
                 sock.close()
 
 
+def _answer(status: bytes) -> OnReply:
+    """A reply callback that raises greenstalk's error for any answer but `status`."""
+    def check(reply: Reply) -> None:
+        if reply.status != status:
+            raise framing.error_for(reply.status, reply.values)
+    return check
+
+
 def _deadlines(sock: socket.socket, seconds: float) -> None:
     """A blocking socket whose reads and writes give up after `seconds` (the kernel's
     SO_RCVTIMEO/SO_SNDTIMEO: no poll before each call, as a Python socket time-out makes)."""
@@ -415,27 +387,6 @@ def _deadlines(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-@dataclass
-class Reserved:
-    """A job reserved over `conn`: every later command for it must use `conn`, and only
-    while `conn` is still the connection (`generation`) that reserved it."""
-
-    id: int
-    body: bytes
-    conn: Connection
-    generation: int = 0
-    priority: int = 2**16
-
-    @property
-    def held(self) -> bool:
-        """False once the reserving connection was closed (the server released the job)."""
-        return self.conn.generation == self.generation and self.conn.connected
-
-    @property
-    def server(self) -> Server:
-        return self.conn.server
 
 
 def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:

@@ -18,6 +18,15 @@ DEFAULT_TTR = 60
 
 # Replies followed by a body of the size given by their last value.
 WITH_BODY = frozenset({b"RESERVED", b"OK", b"FOUND"})
+# Every first word of a reply beanstalkd gives (protocol.txt): anything else is another server.
+STATUSES = frozenset({
+    b"OUT_OF_MEMORY", b"INTERNAL_ERROR", b"BAD_FORMAT", b"UNKNOWN_COMMAND", b"EXPECTED_CRLF",
+    b"JOB_TOO_BIG", b"DRAINING", b"INSERTED", b"BURIED", b"USING", b"DEADLINE_SOON",
+    b"TIMED_OUT", b"RESERVED", b"DELETED", b"NOT_FOUND", b"RELEASED", b"TOUCHED",
+    b"WATCHING", b"NOT_IGNORED", b"FOUND", b"KICKED", b"OK", b"PAUSED",
+})
+# Bytes after which a first reply without a line end cannot be beanstalkd's.
+LONGEST_FIRST_LINE = 256
 # Answers that mean "not there" or "nothing ready", not a failure.
 ABSENT = frozenset({b"NOT_FOUND", b"TIMED_OUT", b"DEADLINE_SOON"})
 
@@ -70,6 +79,10 @@ def peek(job_id: int) -> bytes:
     return b"peek %d\r\n" % job_id
 
 
+def peek_ready() -> bytes:
+    return b"peek-ready\r\n"
+
+
 def use(tube: str) -> bytes:
     return b"use %s\r\n" % tube.encode("ascii")
 
@@ -96,6 +109,10 @@ class ReplyParser:
         """Bytes received and not yet parsed (none between exchanges: the server speaks
         only when spoken to)."""
         return len(self._buffer) - self._start
+
+    def head(self, size: int) -> bytes:
+        """Up to `size` bytes received and not yet parsed."""
+        return bytes(self._buffer[self._start:self._start + size])
 
     def cut_short(self) -> str:
         """What the stream ending now cut short, for the error that says so."""
@@ -186,6 +203,20 @@ class ReplyParser:
     def clear(self) -> None:
         self._buffer.clear()
         self._start = 0
+
+
+def answered(data: bytes | bytearray) -> str | None:
+    """What a server's first bytes say when they are not a beanstalkd reply (for the error:
+    its first two words, printable); None when they start like one, or are too few to tell."""
+    end = data.find(b"\r\n")
+    line = bytes(data if end < 0 else data[:end])
+    if end < 0 and len(line) < LONGEST_FIRST_LINE:
+        return None
+    words = line.split(maxsplit=2)
+    if words and words[0] in STATUSES:
+        return None
+    text = b" ".join(words[:2]).decode("ascii", "replace")[:60]
+    return "".join(c if c.isprintable() else "?" for c in text) or "nothing readable"
 
 
 def expect(reply: Reply | tuple[bytes, list[bytes], bytes | None], status: bytes) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import greenstalk
 
 from bystroq.beanstalk import framing
-from bystroq.beanstalk.connection import Connection, Server, ServerHealth, exchange
-from bystroq.errors import ServersUnavailable
+from bystroq.beanstalk.connection import Connection, exchange
+from bystroq.beanstalk.health import Server, ServerHealth
+from bystroq.errors import NotBeanstalkd, ServersUnavailable
 
 
 def connections(
@@ -28,6 +30,8 @@ def wait_for_any(conns: Sequence[Connection], deadline: float) -> None:
     if now >= deadline:
         names = ", ".join(c.address.name for c in conns)
         why = "; ".join(dict.fromkeys(c.last_error for c in conns if c.last_error))
+        if all(isinstance(c.last_failure, NotBeanstalkd) for c in conns):
+            raise ServersUnavailable(f"no beanstalkd server at {names}: {why}")
         raise ServersUnavailable(
             f"no beanstalkd server answered ({names}){': ' + why if why else ''}; start one "
             f"(e.g. `beanstalkd -l 127.0.0.1 -p 11300`) or fix beanstalkd.addresses in the "
@@ -48,12 +52,22 @@ def delete_then_reserve(
     return framing.expect(deleted, b"DELETED"), framing.reserved_job(reserved)
 
 
+class JobStats(NamedTuple):
+    """What a worker reads of a job's `stats-job`."""
+
+    reserves: int
+    ttr: int
+    pri: int
+    age: int  # whole seconds since the job was put
+    deleted: bool  # whether `delete_first` found its job
+
+
 def job_reserves_ttr_pri(
     conn: Connection, job_id: int, delete_first: int | None = None
-) -> tuple[int, int, int, bool]:
-    """`stats-job`, reading only `reserves`, `ttr` and `pri` (the full YAML parse costs more
-    than the round trip on the hot path); `delete_first` (a job whose completed event is
-    stored) is deleted in the same round trip. The last value: whether it was deleted."""
+) -> JobStats:
+    """`stats-job`, reading only `reserves`, `ttr`, `pri` and `age` (the full YAML parse
+    costs more than the round trip on the hot path); `delete_first` (a job whose completed
+    event is stored) is deleted in the same round trip."""
     commands = [framing.stats_job(job_id)]
     if delete_first is not None:
         commands.insert(0, framing.delete(delete_first))
@@ -64,8 +78,8 @@ def job_reserves_ttr_pri(
         raise greenstalk.NotFoundError([])
     if status != b"OK" or stats is None:
         raise greenstalk.UnknownResponseError(status, values)
-    return (framing.stat(stats, b"reserves"), framing.stat(stats, b"ttr"),
-            framing.stat(stats, b"pri"), deleted)
+    return JobStats(framing.stat(stats, b"reserves"), framing.stat(stats, b"ttr"),
+                    framing.stat(stats, b"pri"), framing.stat(stats, b"age"), deleted)
 
 
 def reserve_many(conn: Connection, count: int) -> list[greenstalk.Job[bytes]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from bystroq.cli import batches, jobs, records, servers, web
+from bystroq.cli import batches, jobs, records, servers, web, workers
 from bystroq.cli.context import BystroqGroup
 
 
@@ -25,3 +25,4 @@ for command in (jobs.listen, jobs.submit, jobs.consume, records.status, records.
                 servers.events, batches.batch):
     main.add_command(command)
 main.add_command(web.serve)
+main.add_command(workers.workers)

@@ -7,11 +7,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from bystroq.cli import render
 from bystroq.cli.context import BystroqCommand, State, json_option, pass_state, records_option
+from bystroq.cli.metrics import exported, metrics_options
 from bystroq.config import DEFAULT_PRIORITY
 from bystroq.listener import unknown_exception_names
 from bystroq.ops.consume import ConsumeAndFeed
@@ -24,6 +26,11 @@ from bystroq.ops.submit import (
 )
 from bystroq.records.views import ConsumedView, SubmittedView
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from bystroq.consumer import ConsumerObserver
+
 
 @click.command(cls=BystroqCommand)
 @click.option("--tube", required=True, help="Category (or its submission tube) to work on.")
@@ -34,17 +41,29 @@ from bystroq.records.views import ConsumedView, SubmittedView
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds running jobs get to finish after SIGTERM/SIGINT.")
+@metrics_options
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="Seconds between the worker's heartbeats (see "
+              "`bystroq workers`); silent for three, it is shown as gone.")
 @pass_state
 def listen(state: State, tube: str, concurrency: int | None, isolation: str | None,
-           burst: bool, max_jobs: int | None, drain_timeout: float) -> None:
+           burst: bool, max_jobs: int | None, drain_timeout: float, metrics_port: int | None,
+           metrics_host: str, heartbeat_interval: float) -> None:
     """Run a worker for one category."""
     from bystroq.worker import Worker, WorkerOptions
 
-    options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
-                            max_jobs=max_jobs, drain_timeout_s=drain_timeout)
     config = state.config()
-    with state.app():
+    with state.app(), exported(metrics_host, metrics_port) as registry:
         category = config.resolve(tube)
+        observer = None
+        if registry is not None:
+            from bystroq.metrics.worker import WorkerCollector
+
+            observer = WorkerCollector(registry).observer(
+                category.name, concurrency or category.settings.concurrency)
+        options = WorkerOptions(concurrency=concurrency, isolation=isolation, burst=burst,
+                                max_jobs=max_jobs, drain_timeout_s=drain_timeout,
+                                observer=observer, heartbeat_interval_s=heartbeat_interval)
         retry = category.settings.retry
         unknown = unknown_exception_names(retry.on, category.listener) if retry else []
         if unknown:
@@ -67,13 +86,16 @@ def listen(state: State, tube: str, concurrency: int | None, isolation: str | No
 @click.option("--ttr", type=click.IntRange(min=1), help="Seconds a reservation lasts.")
 @records_option
 @click.option("--no-records", is_flag=True, help="Do not write queued records.")
+@click.option("--unique/--not-unique", default=None,
+              help="Refuse jobs whose submission is still queued or running (default: the "
+                   "category's `unique:`).")
 @click.option("--skip", type=click.IntRange(min=0), default=0,
               help="With --file: check every line, then put only the jobs after the first "
                    "N (to resume an interrupted submit).")
 @pass_state
 def submit(state: State, tube: str, json_text: str | None, file: Path | None, priority: int,
            delay: int, ttr: int | None, records_url: str | None, no_records: bool,
-           skip: int) -> None:
+           unique: bool | None, skip: int) -> None:
     """Submit jobs: one with --json, or a JSON-lines --file (checked whole before any put).
     Prints each job's place as a JSON line (queueID, server, tube, submissionID)."""
     if (json_text is None) == (file is None):
@@ -107,7 +129,7 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
             store = None if no_records else stack.enter_context(state.store(records_url))
             for handle, submission_id in submit_jobs(
                     config, tube, jobs, store, priority=priority, delay=delay, ttr=ttr,
-                    skip=skip, stop=lambda: bool(interrupted)):
+                    skip=skip, stop=lambda: bool(interrupted), unique=unique):
                 render.echo_json(SubmittedView(
                     submission_id=submission_id, queue_id=handle.job_id,
                     server=handle.server.name, tube=handle.tube))
@@ -120,13 +142,16 @@ def submit(state: State, tube: str, json_text: str | None, file: Path | None, pr
 @records_option
 @click.option("--burst", is_flag=True, help="Stop when no event is ready.")
 @json_option
+@metrics_options
 @pass_state
 def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst: bool,
-            as_json: bool) -> None:
+            as_json: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Apply events from the events tubes to the submission records (and feed batches)."""
     config = state.config()
-    with (state.store(records_url) as store,
-          ConsumeAndFeed(config, store, tubes or None) as consumer):
+    with (exported(metrics_host, metrics_port) as registry,
+          state.store(records_url) as store,
+          ConsumeAndFeed(config, store, tubes or None,
+                         observer=_consumer_metrics(registry)) as consumer):
         def on_signal(signum: int, frame: FrameType | None) -> None:
             consumer.stop()
 
@@ -146,3 +171,11 @@ def consume(state: State, tubes: tuple[str, ...], records_url: str | None, burst
         return
     render.echo(f"applied {stats.applied} events ({stats.malformed} malformed and "
                 f"{stats.rejected} refused by the store, buried)", err=True)
+
+
+def _consumer_metrics(registry: CollectorRegistry | None) -> ConsumerObserver | None:
+    if registry is None:
+        return None
+    from bystroq.metrics.consumer import ConsumerMetrics
+
+    return ConsumerMetrics(registry)

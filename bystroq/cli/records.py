@@ -58,9 +58,14 @@ def list_records(state: State, category: str | None, state_name: str | None,
         render.echo_json(views)
         return
     render.table(
-        ("submission", "category", "state", "attempts", "progress", "updated", "reason"),
-        [(v.submission_id, v.category, v.state, v.attempts, v.progress, render.when(v.updated_at),
+        ("submission", "category", "state", "attempts", "runs", "progress", "updated",
+         "reason"),
+        [(v.submission_id, v.category, v.state, v.attempts,
+          v.runs if v.runs == 1 else f"{v.runs} !", v.progress, render.when(v.updated_at),
           render.cut(v.reason, 60)) for v in views], render.STATE_STYLES)
+    if any(v.runs > 1 for v in views):
+        render.echo("(runs !: put more than once, by `retry` or a duplicate submit; "
+                    "`bystroq status ID` shows every run)", err=True)
     if more:
         render.echo(f"(the newest {render.count(limit, 'record')}; more exist: raise --limit "
                     "or filter with --state, --tube, --batch)", err=True)

@@ -28,6 +28,7 @@ from bystroq.records.views import (
     SubmissionStatusView,
     SubmissionView,
     View,
+    WorkerView,
     to_json,
 )
 
@@ -120,6 +121,7 @@ def submission(view: SubmissionView) -> None:
     fields([
         ("submission", view.submission_id), ("category", view.category),
         ("state", view.state), ("attempts", view.attempts),
+        ("runs", view.runs if view.runs > 1 else None),
         ("queueID", f"{view.queue_id} on {view.server}" if view.queue_id is not None
                     else "not put yet" if view.state == "queued" else None),
         ("worker", view.worker),
@@ -207,3 +209,18 @@ def _progress_text(view: BatchStatusView) -> str:
     rate = f"{view.rate_per_s:.1f}/s" if view.rate_per_s else "-/s"
     return (f"{view.done}/{view.batch.total} done, {view.counts.get('failed', 0)} failed, "
             f"{rate}, ETA {duration(view.eta_s)}")
+
+
+WORKER_STYLES = {"running": "cyan", "quiet": "yellow", "stopping": "yellow", "gone": "red",
+                 "stopped": "dim"}
+
+
+def workers(views: Sequence[WorkerView], now: float) -> None:
+    """Workers as a table: what each runs, and when it was last heard of."""
+    table(("worker", "category", "state", "busy", "isolation", "version", "up", "last seen",
+           "jobs"),
+          [(v.worker_id, v.category, v.state, f"{v.slots_busy}/{v.slots_total}", v.isolation,
+            v.version, duration(now - v.started_at), f"{duration(now - v.last_seen_at)} ago",
+            cut(", ".join(str(job.submission_id if job.submission_id is not None
+                              else f"queueID={job.queue_id}") for job in v.jobs), 60))
+           for v in views], WORKER_STYLES)

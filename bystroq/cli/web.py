@@ -27,7 +27,7 @@ def is_loopback(host: str) -> bool:
 @records_option
 @pass_state
 def serve(state: State, host: str, port: int, records_url: str | None) -> None:
-    """Serve the HTTP API (/v1, /healthz, /readyz, /openapi.json)."""
+    """Serve the HTTP API (/v1, /healthz, /readyz, /metrics, /openapi.json)."""
     try:
         import uvicorn
 

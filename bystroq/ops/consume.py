@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from bystroq.config import LoadedConfig
-from bystroq.consumer import BATCH, Consumer
+from bystroq.consumer import BATCH, Consumer, ConsumerObserver
 from bystroq.errors import StoreUnavailable
 from bystroq.ops.batches.feeder import DEFAULT_GRACE_S, Feeder
 from bystroq.producer import Producer
@@ -27,8 +27,9 @@ class ConsumeAndFeed(Consumer):
     def __init__(
         self, config: LoadedConfig, store: BatchStore, categories: Sequence[str] | None = None,
         batch: int = BATCH, feed_grace_s: float = DEFAULT_GRACE_S,
+        observer: ConsumerObserver | None = None,
     ) -> None:
-        super().__init__(config, store, categories, batch)
+        super().__init__(config, store, categories, batch, observer)
         self.producer = Producer(config, recorder=None)  # the feeder writes its records
         self.feeder = Feeder(config, store, self.producer, feed_grace_s)
         self._fed_at = 0.0

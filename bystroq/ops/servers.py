@@ -30,6 +30,9 @@ class TubeStats:
     buried: int
     watching: int
     total: int
+    urgent: int = 0  # ready jobs with priority < 1024
+    waiting: int = 0  # connections waiting in a reserve that watches the tube
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ def tube_stats(
                     server.name, tube, int(s["current-jobs-ready"]),
                     int(s["current-jobs-reserved"]), int(s["current-jobs-delayed"]),
                     int(s["current-jobs-buried"]), int(s["current-watching"]),
-                    int(s["total-jobs"]),
+                    int(s["total-jobs"]), int(s["current-jobs-urgent"]),
+                    int(s["current-waiting"]), int(s["pause"]) > 0,
                 ))
         except CONNECTION_ERRORS as exc:
             rows.append(Unreachable(server.name, str(exc) or type(exc).__name__))

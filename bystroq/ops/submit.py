@@ -13,6 +13,7 @@ from bystroq.config import DEFAULT_PRIORITY, LoadedConfig
 from bystroq.errors import (
     BystroqError,
     DecodeError,
+    DuplicateSubmission,
     JobTooBig,
     ListenerError,
     SubmitIncomplete,
@@ -20,6 +21,7 @@ from bystroq.errors import (
 from bystroq.listener import load_listener
 from bystroq.messages import JobDecoder, json_value
 from bystroq.producer import Producer, SubmitRecorder, Submitted
+from bystroq.recording import UNIQUE_HOLD_S, unique_claims
 
 
 class CheckedJob(NamedTuple):
@@ -96,6 +98,7 @@ def submit_jobs(
     config: LoadedConfig, category: str, jobs: Sequence[CheckedJob],
     recorder: SubmitRecorder | None, *, priority: int = DEFAULT_PRIORITY, delay: int = 0,
     ttr: int | None = None, skip: int = 0, stop: Callable[[], bool] | None = None,
+    unique: bool | None = None,
 ) -> Iterator[tuple[Submitted, str | int | None]]:
     """Put checked jobs after the first `skip`, in order: one with `submit`, many pipelined
     with `submit_many` a slice at a time; each handle with its submissionID.
@@ -104,6 +107,20 @@ def submit_jobs(
     many are in and the `--skip` that resumes; a slice cut part-way (a server failing)
     raises SubmitStopped naming the jobs in doubt. Every job put has its queued record."""
     total = len(jobs)
+    if config.category(category).unique if unique is None else unique:
+        seen: dict[object, str] = {}
+        for job in jobs[skip:]:
+            if job.submission_id in seen:
+                raise DuplicateSubmission(
+                    f"{job.where}: submission {job.submission_id!r} is already in this "
+                    f"file ({seen[job.submission_id]}); nothing was submitted")
+            seen[job.submission_id] = job.where
+        # Every id is claimed before the first put: all of them go in, or none.
+        with unique_claims(recorder, [job.submission_id for job in jobs[skip:]],
+                           hold_s=UNIQUE_HOLD_S + 0.01 * (total - skip)):
+            yield from submit_jobs(config, category, jobs, recorder, priority=priority,
+                                   delay=delay, ttr=ttr, skip=skip, stop=stop, unique=False)
+        return
     with Producer(config, recorder=recorder) as producer:
         limit = producer.max_job_size()
         too_big = next((job for job in jobs[skip:] if limit and len(job.body) > limit), None)
@@ -114,7 +131,7 @@ def submit_jobs(
         if total - skip == 1:
             body, submission_id, _ = jobs[skip]
             yield producer.submit(category, body, priority=priority, delay=delay,
-                                  ttr=ttr), submission_id
+                                  ttr=ttr, unique=False), submission_id
             return
         for start in range(skip, total, SLICE):
             if stop is not None and stop():
@@ -123,7 +140,8 @@ def submit_jobs(
             part = jobs[start:start + SLICE]
             try:
                 handles = producer.submit_many(category, [job.body for job in part],
-                                               priority=priority, delay=delay, ttr=ttr)
+                                               priority=priority, delay=delay, ttr=ttr,
+                                               unique=False)
             except JobTooBig as exc:
                 where = part[exc.index].where if exc.index is not None else ""
                 raise JobTooBig(f"{where}: {exc}" if where else str(exc)) from None

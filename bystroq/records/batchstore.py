@@ -95,6 +95,14 @@ class Store(SQLStore):
     def list_batches(self, limit: int = 50) -> list[Batch]:
         return self._batches("1 = 1 ORDER BY created_at DESC LIMIT ?", (limit,))
 
+    def count_batches_by_state(self) -> dict[str, int]:
+        """Number of batches in each state."""
+        with self.transaction() as cur:
+            rows = self._execute(
+                cur, "SELECT state, COUNT(*) FROM bystroq_batches GROUP BY state", ()
+            ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
     def running_batches(self) -> list[Batch]:
         return self._batches("state = ? ORDER BY created_at", ("running",))
 

@@ -38,7 +38,8 @@ ENDS_ATTEMPT = frozenset({"completed", "failed", "cancelled", "retrying"})
 EVENTS = frozenset(event.value for event in Event)
 KEPT_MESSAGES = 5
 # Fields every event may carry; the rest of a completed event is its result.
-EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker", "at", "seq"})
+EVENT_FIELDS = frozenset({"event", "submissionID", "queueID", "attempt", "worker", "at", "seq",
+                          "traceparent"})
 # The largest number each counted field may hold (the columns are 32 and 64-bit integers;
 # attempts leave room for the attempts of earlier runs).
 LIMITS = {"queueID": 2**63 - 1, "attempt": 2**30, "seq": 2**31 - 1, "progress": 2**63 - 1,
@@ -73,6 +74,7 @@ class Record(msgspec.Struct, kw_only=True):
     body: str | None = None  # the job as submitted, for `bystroq retry`
     total: int | None = None  # how much work the handler said there is (progress of total)
     traceback: str | None = None  # of the last failure, when the worker sent one
+    traceparent: str | None = None  # W3C trace context the job was submitted in (bystroq.tracing)
 
     @property
     def run(self) -> str | None:
@@ -225,6 +227,9 @@ def apply(record: Record, event: IncomingEvent, now: float) -> bool:
     last_worker = record.worker
     if event.worker is not None:
         record.worker = event.worker
+    traceparent = event.body.get("traceparent")
+    if isinstance(traceparent, str):
+        record.traceparent = traceparent
     _EFFECTS[event.event](record, event)
     if event.body.get("gaveUp") and last_worker and record.reason:
         # The worker that gave up never ran the job; the record knows who last did.

@@ -77,5 +77,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (url, event_id, attempt))""",
         "CREATE INDEX bystroq_webhook_deliveries_at ON bystroq_webhook_deliveries (at)",
     ),
+    (
+        # Unique submits in flight: a submission id held by one producer's put until its
+        # queued record is written (or `until_at`, should that producer die meanwhile).
+        """CREATE TABLE bystroq_submit_claims (
+            submission_id TEXT PRIMARY KEY, until_at DOUBLE PRECISION NOT NULL)""",
+    ),
+    (
+        # Live workers, from their heartbeats (see bystroq.records.workers).
+        """CREATE TABLE bystroq_workers (
+            worker_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,
+            category TEXT NOT NULL, state TEXT NOT NULL, slots_busy INTEGER NOT NULL,
+            slots_total INTEGER NOT NULL, isolation TEXT NOT NULL, version TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL, last_seen_at DOUBLE PRECISION NOT NULL,
+            interval_s DOUBLE PRECISION NOT NULL, jobs TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_workers_seen ON bystroq_workers (last_seen_at)",
+        # The W3C trace context the submission was made in, when there was one.
+        "ALTER TABLE bystroq_records ADD COLUMN traceparent TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,9 +22,10 @@ import msgspec
 
 from bystroq.messages import key_to_submission_id
 from bystroq.records import model
-from bystroq.records.database import Cursor, Database, retry_conflicts
+from bystroq.records.database import Cursor, retry_conflicts
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
 from bystroq.records.rows import RECORD_COLUMNS, event_row, lock_key, record_row, row_record
+from bystroq.records.workers import WorkerTable
 
 __all__ = ["SQLStore"]
 
@@ -32,8 +33,9 @@ _ENCODE = msgspec.json.Encoder().encode
 _DECODE_BODY = msgspec.json.Decoder(dict[str, Any])
 
 
-class SQLStore(Database):
-    """Submission records in a SQL database (see the module docstring)."""
+class SQLStore(WorkerTable):
+    """Submission records (and the live-workers table) in a SQL database (see the module
+    docstring)."""
 
     # -- rows <-> records --------------------------------------------------------------
 
@@ -250,6 +252,40 @@ class SQLStore(Database):
             model.resubmitting(record, time.time())
             self._save(cur, [record])
             return record
+
+    @retry_conflicts
+    def claim_submits(self, submission_ids: Sequence[str], hold_s: float) -> dict[str, str]:
+        """For a unique submit: claim every id for `hold_s` unless one is active (queued,
+        started, retrying, or of unknown outcome) or claimed by another submit. Returns the
+        ids refused, each with why (then nothing is claimed); empty: all are claimed."""
+        now = time.time()
+        with self.transaction() as cur:
+            records = self._load_ids(cur, submission_ids)  # and locks them
+            refused: dict[str, str] = {sid: record.state for sid, record in records.items()
+                       if record.state in model.ACTIVE_STATES}
+            ids = sorted(set(submission_ids))
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for (sid,) in self._execute(
+                        cur, f"SELECT submission_id FROM bystroq_submit_claims WHERE "
+                             f"submission_id IN ({marks}) AND until_at > ?",
+                        (*chunk, now)).fetchall():
+                    refused.setdefault(sid, "being submitted")
+            if refused:
+                return refused
+            cur.executemany(self._sql(
+                "INSERT INTO bystroq_submit_claims (submission_id, until_at) VALUES (?, ?) "
+                "ON CONFLICT (submission_id) DO UPDATE SET until_at = excluded.until_at"),
+                [(sid, now + hold_s) for sid in submission_ids])
+            return {}
+
+    def release_submits(self, submission_ids: Sequence[str]) -> None:
+        """End the claims `claim_submits` took (the queued records now guard the ids)."""
+        with self.transaction() as cur:
+            cur.executemany(self._sql("DELETE FROM bystroq_submit_claims "
+                                      "WHERE submission_id = ?"),
+                            [(sid,) for sid in submission_ids])
 
     def record_event(self, submission_id: str, event: str, reason: str) -> bool:
         """Apply an event the store makes itself (a cancel of a job that never started)."""

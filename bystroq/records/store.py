@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from bystroq.errors import BystroqError
+from bystroq.messages import Heartbeat
 from bystroq.records.batchstore import Batch, BatchState, Claim
 from bystroq.records.batchstore import Store as Store  # what open_store returns
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry
+from bystroq.records.workers import WorkerRow
 
 DEFAULT_URL = "sqlite:///bystroq.db"
 
@@ -41,11 +43,22 @@ class RecordReader(Closable, Protocol):
 
 
 class EventWriter(Closable, Protocol):
-    """What the events consumer needs: apply events, and know when the store is away."""
+    """What the events consumer needs: apply events, keep the workers' heartbeats, and
+    know when the store is away."""
 
     def apply_events(self, events: Sequence[IncomingEvent]) -> int: ...
 
+    def save_beats(self, beats: Sequence[Heartbeat], now: float | None = None) -> None: ...
+
     def available_in(self) -> float: ...
+
+
+class WorkerReader(Closable, Protocol):
+    """The live-workers table (bystroq workers, GET /v1/workers)."""
+
+    def workers(self, category: str | None = None) -> list[WorkerRow]: ...
+
+    def worker(self, worker_id: str) -> WorkerRow | None: ...
 
 
 class SubmitWriter(Protocol):

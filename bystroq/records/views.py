@@ -17,6 +17,10 @@ from bystroq.records.batchstore import Batch
 from bystroq.records.model import EVENT_FIELDS as EVENT_FIELDS  # the vocabulary, re-exported
 from bystroq.records.model import STATES as STATES
 from bystroq.records.model import Record, TimelineEntry
+from bystroq.records.workers import WorkerRow
+
+# A worker silent for this many of its heartbeat intervals is shown as gone.
+GONE_AFTER_INTERVALS = 3
 
 SubmissionID = str | int
 
@@ -44,11 +48,13 @@ class SubmissionView(View, frozen=True):
     result: dict[str, Any] | None
     reason: str | None
     traceback: str | None  # where the handler raised, for a failure
+    traceparent: str | None  # the W3C trace context it was submitted in, if any
     batch: str | None
     submitted_at: float | None
     started_at: float | None
     finished_at: float | None
     updated_at: float | None
+    runs: int = 1  # times it was put: more than 1 after `retry` or a duplicate submit
 
 
 class TimelineEventView(View, frozen=True):
@@ -185,6 +191,48 @@ class CancelView(View, frozen=True):
     message: str
 
 
+class HeldJobView(View, frozen=True):
+    """A job a worker runs."""
+
+    submission_id: SubmissionID | None = msgspec.field(name="submissionID")
+    queue_id: int = msgspec.field(name="queueID")
+    server: str
+
+
+class WorkerView(View, frozen=True):
+    """A worker, from its heartbeats. `state` is what it said last (running, quiet,
+    stopping, stopped), or `gone` when it has been silent for three of its intervals;
+    `alive` is true while it is running, quiet or stopping."""
+
+    worker_id: str = msgspec.field(name="workerID")
+    host: str
+    pid: int
+    category: str
+    slots_busy: int
+    slots_total: int
+    isolation: str
+    version: str
+    started_at: float
+    last_seen_at: float
+    interval_s: float
+    state: str
+    alive: bool
+    jobs: list[HeldJobView]
+
+
+def worker_view(row: WorkerRow, now: float | None = None) -> WorkerView:
+    now = time.time() if now is None else now
+    silent = now - row.last_seen_at > GONE_AFTER_INTERVALS * row.interval_s
+    state = row.state if row.state == "stopped" or not silent else "gone"
+    return WorkerView(
+        worker_id=row.worker_id, host=row.host, pid=row.pid, category=row.category,
+        slots_busy=row.slots_busy, slots_total=row.slots_total, isolation=row.isolation,
+        version=row.version, started_at=row.started_at, last_seen_at=row.last_seen_at,
+        interval_s=row.interval_s, state=state, alive=state not in ("stopped", "gone"),
+        jobs=[HeldJobView(submission_id=job.submissionID, queue_id=job.queueID,
+                          server=job.server) for job in row.jobs])
+
+
 def submission_view(record: Record, now: float | None = None) -> SubmissionView:
     percent = eta = None
     if record.total:
@@ -199,9 +247,10 @@ def submission_view(record: Record, now: float | None = None) -> SubmissionView:
         server=record.server, worker=record.worker, progress=record.progress,
         skipped=record.skipped, total=record.total, percent=percent, eta_s=eta,
         messages=list(record.messages), result=record.result, reason=record.reason,
-        traceback=record.traceback, batch=record.batch, submitted_at=record.submitted_at,
+        traceback=record.traceback, traceparent=record.traceparent, batch=record.batch,
+        submitted_at=record.submitted_at,
         started_at=record.started_at, finished_at=record.finished_at,
-        updated_at=record.updated_at,
+        updated_at=record.updated_at, runs=len(record.prior_runs) + 1,
     )
 
 

@@ -3,8 +3,9 @@
 `create_router(config)` builds it with everything it needs (store, producer, decoders),
 opened on first use and closed by the router's lifespan; mount it in any FastAPI app with
 `app.include_router(router)`. Errors are problem+json (bystroq.web.problems); auth is
-bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, so
-the event loop never waits on them.
+bystroq.web.auth. Endpoints that touch the store or a server run in the thread pool, and
+submits go through the submitter's writer thread (bystroq.web.submitter), so the event
+loop never waits on them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import binascii
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from bystroq.config import LoadedConfig
 from bystroq.errors import (
     BystroqError,
+    DuplicateSubmission,
     JobTooBig,
     ServersUnavailable,
     SubmitOutcomeUnknown,
@@ -41,7 +43,7 @@ from bystroq.records.views import (
     submission_view,
     timeline_view,
 )
-from bystroq.web import batches, health, idempotency, queues, sse, webhooks
+from bystroq.web import batches, health, idempotency, queues, sse, webhooks, workers
 from bystroq.web.auth import authorizer
 from bystroq.web.bodies import read_body
 from bystroq.web.problems import FieldError, Problem, ProblemRoute, problem_response
@@ -50,6 +52,9 @@ from bystroq.web.schema import ProgressView, SubmissionDetailView, SubmissionPag
 from bystroq.web.services import Services
 from bystroq.web.settings import WebSettings
 from bystroq.web.validate import check_body
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 MAX_PAGE = 500
 # Every job; the category's own Struct checks the rest (422 naming the field).
@@ -64,9 +69,11 @@ assert set(StateName.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
 def create_router(config: LoadedConfig, settings: WebSettings | None = None,
-                  *, health_routes: bool = True) -> APIRouter:
+                  *, health_routes: bool = True,
+                  metrics: CollectorRegistry | None = None) -> APIRouter:
     """The API router: `/v1/...`, and `/healthz`, `/readyz` unless `health_routes` is
-    False. Its lifespan closes the store and producer it opened."""
+    False; `/metrics` over the `metrics` registry when given (bystroq.web.metrics). Its
+    lifespan closes the store and producer it opened."""
     settings = settings or WebSettings.from_config(config)
     services = Services(config, settings)
 
@@ -87,7 +94,12 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
     v1.include_router(queues.router(services))
     v1.include_router(sse.router(services))
     v1.include_router(webhooks.router(services))
+    v1.include_router(workers.router(services))
     router.include_router(v1)
+    if metrics is not None:
+        from bystroq.web.metrics import metrics_router
+
+        router.include_router(metrics_router(services, metrics))
     return router
 
 
@@ -158,15 +170,23 @@ def _submissions(router: APIRouter, services: Services) -> None:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         name = _category(services, category)
-        body = await read_body(request, await run_in_threadpool(services.body_limit))
-        decoder, _ = await run_in_threadpool(services.decoder, name)
+        limit = services.known_body_limit()
+        if limit is None:
+            limit = await run_in_threadpool(services.body_limit)
+        body = await read_body(request, limit)
+        known = services.known_decoder(name)
+        if known is None:
+            known = await run_in_threadpool(services.decoder, name)
+        decoder = known[0]
         submission_id = check_body(decoder, body)
 
-        def put() -> idempotency.StoredResponse:
+        async def put() -> idempotency.StoredResponse:
             try:
-                handle = services.producer.submit(name, body)
+                handle = await services.submitter.submit(name, body, submission_id)
             except JobTooBig as exc:
                 raise Problem(413, str(exc)) from None
+            except DuplicateSubmission as exc:
+                raise Problem(409, str(exc)) from None
             except ServersUnavailable as exc:
                 raise Problem(503, str(exc), headers={"Retry-After": "5"}) from None
             except SubmitOutcomeUnknown as exc:  # kept: submitting again could run it twice
@@ -180,13 +200,13 @@ def _submissions(router: APIRouter, services: Services) -> None:
                 {"content-type": JSON, "location": location})
 
         if idempotency_key is None:
-            stored, replayed = await run_in_threadpool(put), False
+            stored, replayed = await put(), False
         else:
             token = getattr(request.state, "token_name", "-")
             print_ = idempotency.fingerprint(name.encode(), body)
-            stored, replayed = await run_in_threadpool(
-                idempotency.run_once, services.store, idempotency_key, f"{token}:{name}",
-                print_, services.settings.idempotency_ttl_s, put)
+            stored, replayed = await idempotency.run_once(
+                lambda: services.store, idempotency_key, f"{token}:{name}", print_,
+                services.settings.idempotency_ttl_s, put, services.store_calls.call)
         headers = dict(stored.headers)
         media = headers.pop("content-type", JSON)
         if replayed:

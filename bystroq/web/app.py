@@ -10,17 +10,20 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
 
 from bystroq import config as config_mod
 from bystroq.config import LoadedConfig
 from bystroq.web.api import create_router
+from bystroq.web.metrics import install_request_metrics
 from bystroq.web.problems import install_handlers
 from bystroq.web.settings import WebSettings
 
 
 def create_app(config: LoadedConfig | None = None,
                settings: WebSettings | None = None) -> FastAPI:
-    """The HTTP API (`/v1`, `/healthz`, `/readyz`, `/openapi.json`, `/docs`) as an app."""
+    """The HTTP API (`/v1`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`)
+    as an app."""
     config = config or config_mod.load()
     settings = settings or WebSettings.from_config(config)
     app = FastAPI(title="bystroq", version="1", openapi_url="/openapi.json",
@@ -31,7 +34,9 @@ def create_app(config: LoadedConfig | None = None,
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                                           "Last-Event-ID"])
-    app.include_router(create_router(config, settings))
+    registry = CollectorRegistry()
+    install_request_metrics(app, registry)
+    app.include_router(create_router(config, settings, metrics=registry))
     if settings.tokens:
         _declare_bearer(app)
     return app
@@ -47,7 +52,7 @@ def _declare_bearer(app: FastAPI) -> None:
             doc.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}}
             for path, operations in doc.get("paths", {}).items():
-                if path.startswith("/v1/"):
+                if path.startswith("/v1/") or path == "/metrics":
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
             app.openapi_schema = doc

@@ -10,7 +10,7 @@ that is not this host), unless its origin is one of `cors_origins`.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -21,12 +21,13 @@ from bystroq.web.settings import Token, WebSettings
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def authorizer(settings: WebSettings) -> Callable[[Request], Token | None]:
-    """The dependency that checks a request: the token it used (None when open)."""
+def authorizer(settings: WebSettings) -> Callable[[Request], Awaitable[Token | None]]:
+    """The dependency that checks a request: the token it used (None when open). A
+    coroutine, though it never waits: FastAPI would run a plain function in a thread."""
     tokens = settings.tokens
     allowed_origins = frozenset(o.rstrip("/") for o in settings.cors_origins)
 
-    def authorize(request: Request) -> Token | None:
+    async def authorize(request: Request) -> Token | None:
         unsafe = request.method not in SAFE_METHODS
         if unsafe:
             check_same_origin(request, allowed_origins)

@@ -1,9 +1,12 @@
 """One poller of the store's event feed per app, shared by every live event stream.
 
-Without it, each open `GET /v1/events` would query the store several times a second. The
-broadcaster reads the feed in order (waiting at gaps, see bystroq.records.feeds.Follower),
-keeps the newest events in memory, and wakes the streams; a stream that starts (or
-resumes) further back than memory reaches reads the store until it catches up.
+Without it, each open `GET /v1/events` would query the store many times a second. The
+broadcaster asks for the events after the last one it has every POLL_S (an index range,
+empty when nothing happened, read over a read-only connection of its own, so it never
+waits for a writer nor makes one wait), reads the feed in order (waiting at gaps, see
+bystroq.records.feeds.Follower), keeps the newest events in memory, and wakes the
+streams; a stream that starts (or resumes) further back than memory reaches reads the
+store until it catches up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from bystroq.records import feeds
 from bystroq.records.sql import SQLStore
 
-POLL_S = 0.2
+# Between two looks at the feed: what an event waits at most, once the consumer stored it.
+POLL_S = 0.025
 GAP_WAIT_S = 2.0
 PAGE = 200
 KEPT = 10_000
@@ -34,14 +38,18 @@ class Broadcaster:
         self._covered_from = 0  # memory holds every settled event after this id
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        """Start following (once), from the newest event."""
-        if self._task is not None:
-            return
-        self.head = self._covered_from = await run_in_threadpool(
-            feeds.last_event_id, self._store())
-        self._task = asyncio.create_task(self._follow(feeds.Follower(self.head, GAP_WAIT_S)))
+        """Start following (once, however many streams start together), from the newest
+        event."""
+        async with self._starting:
+            if self._task is not None:
+                return
+            self.head = self._covered_from = await run_in_threadpool(
+                lambda: feeds.last_event_id(self._store()))
+            self._task = asyncio.create_task(
+                self._follow(feeds.Follower(self.head, GAP_WAIT_S)))
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -53,8 +61,8 @@ class Broadcaster:
     async def _follow(self, follower: feeds.Follower) -> None:
         while True:
             try:
-                page = await run_in_threadpool(feeds.events_after, self._store(),
-                                               follower.after, limit=PAGE)
+                page = await run_in_threadpool(lambda: feeds.events_after(
+                    self._store(), follower.after, limit=PAGE))
             except Exception:  # the store is away: streams wait, nothing is skipped
                 await asyncio.sleep(POLL_S)
                 continue
@@ -83,5 +91,6 @@ class Broadcaster:
             return []
         if after >= self._covered_from:
             return [e for e in self._kept if after < e.id <= head]
-        page = await run_in_threadpool(feeds.events_after, self._store(), after, limit=PAGE)
+        page = await run_in_threadpool(
+            lambda: feeds.events_after(self._store(), after, limit=PAGE))
         return [e for e in page if e.id <= head]

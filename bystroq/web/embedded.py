@@ -12,6 +12,9 @@ drain on SIGTERM. Its state is `GET /v1/idle-worker`.
     app = FastAPI()
     app.include_router(create_router(config))
     idle.install(app)                  # the request tracker, the lifespan, the state route
+
+Given the `registry` of the app's `/metrics` (bystroq.web.metrics), its workers' metrics
+are served there too.
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ from typing import IO, Any
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Response
+from prometheus_client import CollectorRegistry
 
 from bystroq.config import LoadedConfig
+from bystroq.metrics.worker import WorkerCollector
 from bystroq.records.views import View
 from bystroq.web.auth import authorizer
 from bystroq.web.problems import ProblemRoute
 from bystroq.web.responses import json_response
 from bystroq.web.settings import WebSettings
 from bystroq.worker import Worker, WorkerOptions
+from bystroq.worker.loop import default_worker_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -110,7 +116,8 @@ class IdleWorker:
     def __init__(self, config: LoadedConfig, categories: Sequence[str], *,
                  idle_after_s: float = 5.0, max_lag_s: float = 0.05,
                  finish_within_s: float = 0.0, lock_path: Path | None = None,
-                 ignore_paths: Sequence[str] = ("/healthz", "/readyz")) -> None:
+                 ignore_paths: Sequence[str] = ("/healthz", "/readyz", "/metrics"),
+                 registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.categories = [config.category_name(c) for c in categories]
         self.idle_after_s, self.max_lag_s = idle_after_s, max_lag_s
@@ -125,6 +132,8 @@ class IdleWorker:
         self._threads: list[threading.Thread] = []
         self._jobs = 0
         self._reason: str | None = "not started"
+        # Its workers' metrics, in the registry the app's /metrics serves.
+        self._metrics = WorkerCollector(registry) if registry is not None else None
 
     # -- what the app sees ---------------------------------------------------------------
 
@@ -213,8 +222,13 @@ class IdleWorker:
                 self._start(workers)
 
     def _workers_for_categories(self) -> list[Worker]:
+        metrics = self._metrics
+        # One id a category: each has its own control tube and its own line in the
+        # live-workers list.
         return [Worker(self.config, category, options=WorkerOptions(
-            concurrency=1, drain_timeout_s=self.finish_within_s))
+            concurrency=1, drain_timeout_s=self.finish_within_s,
+            worker_id=default_worker_id(f"idle-{category}"),
+            observer=metrics.observer(category, 1) if metrics is not None else None))
             for category in self.categories]
 
     def _start(self, workers: list[Worker]) -> None:

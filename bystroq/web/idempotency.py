@@ -4,16 +4,21 @@ store (table bystroq_idempotency) for at least `idempotency_ttl_s` (24 h by defa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 
 from bystroq.records import feeds
 from bystroq.records.sql import SQLStore
 from bystroq.web.problems import Problem
 
 MAX_KEY_LENGTH = 255
+# Runs a blocking call off the event loop (the thread pool, or bystroq.web.serial).
+Blocking = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -33,18 +38,20 @@ def fingerprint(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def run_once(
-    store: SQLStore, key: str, scope: str, print_: str, ttl_s: float,
-    run: Callable[[], StoredResponse],
+async def run_once(
+    store: Callable[[], SQLStore], key: str, scope: str, print_: str, ttl_s: float,
+    run: Callable[[], Awaitable[StoredResponse]], blocking: Blocking = run_in_threadpool,
 ) -> tuple[StoredResponse, bool]:
     """The response of the request that first used `key` in `scope`, and whether it is a
-    replay. `run` is called only by that first request; an exception it raises (nothing
-    was done) forgets the key, so the request may be sent again."""
+    replay. `run` is awaited only by that first request, and its response stored even if
+    the request is cancelled meanwhile; an exception it raises (nothing was done) forgets
+    the key, so the request may be sent again. `store()` (the records store, opened on
+    first use) is used through `blocking`, off the event loop."""
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable "
                       "characters")
     stored_key = f"{scope}\n{key}"
-    claimed, row = feeds.claim_key(store, stored_key, print_, ttl_s)
+    claimed, row = await blocking(lambda: feeds.claim_key(store(), stored_key, print_, ttl_s))
     if not claimed:
         if row.fingerprint != print_:
             raise Problem(422, "this Idempotency-Key was used with another request body; "
@@ -53,10 +60,15 @@ def run_once(
             raise Problem(409, "a request with this Idempotency-Key is still in progress; "
                           "retry later")
         return _DECODE.decode(row.response), True
-    try:
-        response = run()
-    except BaseException:
-        feeds.drop_key(store, stored_key)
-        raise
-    feeds.finish_key(store, stored_key, response.status, _ENCODE(response).decode())
-    return response, False
+
+    async def first() -> StoredResponse:
+        try:
+            response = await run()
+        except Exception:
+            await blocking(lambda: feeds.drop_key(store(), stored_key))
+            raise
+        await blocking(lambda: feeds.finish_key(
+            store(), stored_key, response.status, _ENCODE(response).decode()))
+        return response
+
+    return await asyncio.shield(asyncio.ensure_future(first())), False

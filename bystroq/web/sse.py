@@ -32,6 +32,7 @@ from bystroq.web.problems import Problem, ProblemRoute
 from bystroq.web.services import Services
 
 KEEPALIVE_S = 15.0
+KEEPALIVE_CHECK_S = 1.0  # an idle stream looks for a gone client this often
 
 
 _ENCODE = msgspec.json.Encoder().encode
@@ -44,7 +45,7 @@ def format_event(event: feeds.FeedEvent) -> bytes:
 
 
 def router(services: Services) -> APIRouter:
-    broadcaster = Broadcaster(lambda: services.store)
+    broadcaster = Broadcaster(lambda: services.feed_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,14 +79,14 @@ def router(services: Services) -> APIRouter:
                 raise Problem(400, "Last-Event-ID must be an id this stream sent")
             start = int(last_event_id)
         if start is None:
-            start = await run_in_threadpool(feeds.last_event_id, services.store)
+            start = await run_in_threadpool(lambda: feeds.last_event_id(services.feed_store))
 
         async def settled() -> AsyncIterator[bytes]:
             """Every event up to now, read from the store, then the end."""
             follower = feeds.Follower(start, GAP_WAIT_S)
             while True:
-                page = await run_in_threadpool(
-                    feeds.events_after, services.store, follower.after, limit=PAGE)
+                page = await run_in_threadpool(lambda: feeds.events_after(
+                    services.feed_store, follower.after, limit=PAGE))
                 ready = follower.take(page)
                 for event in ready:
                     if wanted(event):
@@ -112,7 +113,7 @@ def router(services: Services) -> APIRouter:
                 if time.monotonic() - quiet_since > KEEPALIVE_S:
                     yield b": keepalive\n\n"
                     quiet_since = time.monotonic()
-                await broadcaster.wait(POLL_S * 5)
+                await broadcaster.wait(KEEPALIVE_CHECK_S)
 
         def wanted(event: feeds.FeedEvent) -> bool:
             return ((name is None or event.category == name)

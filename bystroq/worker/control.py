@@ -1,9 +1,11 @@
-"""Cancellation of running jobs: each worker watches a control tube of its own.
+"""Requests to a running worker: each worker watches a control tube of its own.
 
 `bystroq cancel` puts a CancelRequest on `control_tube(worker_id)` on the server the job
 came from (the `worker` field of the job's started event names the worker). The worker
 finds the lease for that job and stops its handler; the slot then publishes `cancelled`
-and deletes the job.
+and deletes the job. `bystroq workers quiet|stop` put a QuietRequest or StopRequest
+(tagged by `control`; a message without the tag is a CancelRequest) on one server: the
+worker watches its control tube on every server.
 """
 
 from __future__ import annotations
@@ -30,6 +32,42 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = "cancelled by request"
 
 
+class QuietRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="control",
+                   tag="quiet"):
+    """Stop reserving jobs; finish those running; keep beating (state `quiet`)."""
+
+    reason: str = "quieted by request"
+
+
+class StopRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="control",
+                  tag="stop"):
+    """Stop as on SIGTERM: stop reserving, let running jobs finish within the drain
+    timeout, then exit."""
+
+    reason: str = "stopped by request"
+
+
+WorkerRequest = QuietRequest | StopRequest
+
+
+class _Tagged(msgspec.Struct):
+    control: str | None = None
+
+
+_TAG = msgspec.json.Decoder(_Tagged)
+_CANCEL = msgspec.json.Decoder(CancelRequest)
+_WORKER_REQUEST = msgspec.json.Decoder(WorkerRequest)
+
+
+def decode_request(body: bytes) -> CancelRequest | WorkerRequest:
+    """A control message; msgspec.DecodeError (a ValidationError too) when it is none."""
+    if _TAG.decode(body).control is None:
+        cancel: CancelRequest = _CANCEL.decode(body)
+        return cancel
+    request: WorkerRequest = _WORKER_REQUEST.decode(body)
+    return request
+
+
 def control_tube(worker_id: str) -> str:
     return f"{CONTROL_PREFIX}{worker_id}"
 
@@ -41,13 +79,14 @@ class ControlListener:
         self, servers: Sequence[Server], worker_id: str,
         cancel: Callable[[Server, int, BaseException], bool],
         health: ServerHealth | None = None,
+        on_request: Callable[[WorkerRequest], None] | None = None,
     ) -> None:
         self.conns = connections(servers, watch=[control_tube(worker_id)], health=health)
         self.cancel = cancel
+        self.on_request = on_request
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bystroq-control", daemon=True)
         self.log = structlog.get_logger("bystroq.control").bind(worker=worker_id)
-        self._decoder = msgspec.json.Decoder(CancelRequest)
 
     def start(self) -> ControlListener:
         self._thread.start()
@@ -77,18 +116,24 @@ class ControlListener:
                 time.sleep(0.2)
 
     def _handle(self, conn: Connection, job: greenstalk.Job[bytes]) -> None:
-        try:
-            request = self._decoder.decode(job.body)
-        except msgspec.DecodeError as exc:
-            self.log.error("malformed control message deleted", error=str(exc))
-        else:
-            found = self.cancel(conn.server, request.queueID, Cancelled(request.reason))
-            self.log.info("cancel request", queueID=request.queueID,
-                          submissionID=request.submissionID, running=found)
+        # Deleted before it is acted on: a stop closes this listener, and a request it
+        # could not delete then would be given to the next worker of the same id.
         try:
             conn.client.delete(job)
         except CONNECTION_ERRORS as exc:
             conn.failed(exc)
+            return  # released by the server: it comes again
+        try:
+            request = decode_request(job.body)
+        except msgspec.DecodeError as exc:
+            self.log.error("malformed control message deleted", error=str(exc))
+            return
+        if isinstance(request, CancelRequest):
+            found = self.cancel(conn.server, request.queueID, Cancelled(request.reason))
+            self.log.info("cancel request", queueID=request.queueID,
+                          submissionID=request.submissionID, running=found)
+        elif self.on_request is not None:
+            self.on_request(request)
 
     def close(self) -> None:
         self._closed.set()

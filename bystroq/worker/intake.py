@@ -225,7 +225,7 @@ class Intake:
                 self.count(job, Outcome.LOST)
             return
         stats = reply.body
-        job.priority = framing.stat(stats, b"pri")
+        job.priority, job.age = framing.stat(stats, b"pri"), framing.stat(stats, b"age")
         lease = Lease(job, framing.stat(stats, b"ttr"), attempt=attempt_of(stats),
                       timeout_s=self.worker.conf.timeout, touched_at=job.asked_at)
         job.lease = lease

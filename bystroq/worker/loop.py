@@ -2,7 +2,8 @@
 
 `Worker.step()` handles one job in the calling thread (tests need no threads or sleeps);
 `Worker.run()` runs `concurrency` slots until stopped, the queue is empty (`burst`), or
-`max_jobs` jobs were taken.
+`max_jobs` jobs were taken; meanwhile it beats on its heartbeat tube
+(bystroq.worker.heartbeat) and obeys its control tube (cancel, quiet, stop).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import structlog
 
@@ -32,21 +32,23 @@ from bystroq.listener import (
 )
 from bystroq.messages import (
     JobDecoder,
+    WorkerState,
+    heartbeat_tube,
 )
 from bystroq.servers import (
     Server,
     ServerHealth,
     servers_of,
 )
-from bystroq.worker.control import ControlListener
-from bystroq.worker.lease import LeaseKeeper
+from bystroq.worker.control import ControlListener, QuietRequest, WorkerRequest
+from bystroq.worker.heartbeat import DEFAULT_INTERVAL_S, HeartbeatSender, heartbeat_of
+from bystroq.worker.lease import Lease, LeaseKeeper
+from bystroq.worker.observe import NoObserver, WorkerObserver
 from bystroq.worker.outcome import Outcome
 from bystroq.worker.policy import RetryPolicy
 from bystroq.worker.runners import Runner
 from bystroq.worker.slot import Slot
-
-# How often a running worker logs its rate and outcomes at info (one line a job is debug).
-SUMMARY_INTERVAL_S = 10.0
+from bystroq.worker.summary import Summary
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,17 @@ class WorkerOptions:
     # Makes each slot's runner in place of `isolation`'s (bystroq.bystro forks a child
     # per job with it).
     runner_factory: Callable[[Listener], Runner] | None = None
+    # Told of every job's reserve, run and outcome (bystroq.metrics.worker counts them).
+    observer: WorkerObserver | None = None
+    # Seconds between heartbeats (None: no heartbeats; the worker is not listed live).
+    heartbeat_interval_s: float | None = DEFAULT_INTERVAL_S
 
 
-def default_worker_id() -> str:
-    """`host.pid`, restricted to the characters a tube name allows."""
+def default_worker_id(suffix: str = "") -> str:
+    """`host.pid` (then `.suffix`), restricted to the characters a tube name allows."""
     host = re.sub(r"[^A-Za-z0-9+;.$_()-]", "-", socket.gethostname())[:150]
-    return f"{host}.{os.getpid()}"
+    tail = "." + re.sub(r"[^A-Za-z0-9+;.$_()-]", "-", suffix)[:30] if suffix else ""
+    return f"{host}.{os.getpid()}{tail}"
 
 
 class Worker:
@@ -99,6 +106,7 @@ class Worker:
         self.keeper = LeaseKeeper(touch_interval_s=self.options.touch_interval_s)
         self.health = ServerHealth()  # one log line per server going down or coming back
         self.counts: Counter[Outcome] = Counter()
+        self.observer: WorkerObserver = self.options.observer or NoObserver()
         self.log = structlog.get_logger("bystroq.worker").bind(
             tube=self.conf.submission, worker=self.worker_id
         )
@@ -106,6 +114,10 @@ class Worker:
         self._claimed = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._quiet = False  # no more reserving (under _lock, with _reserving)
+        self._reserving = 0  # slots inside `reserve` now
+        self._heartbeat: HeartbeatSender | None = None
+        self._started_at = time.time()
         self._drain_deadline: float | None = None
         self._signals: list[int] = []  # appended by the signal handler only
         self._signals_seen = 0
@@ -116,11 +128,16 @@ class Worker:
     def step(self, wait_s: float = 0) -> Outcome:
         """Reserve one job (waiting up to `wait_s`), handle it and settle what it sent."""
         slot = self._slot(0)
+        asked = time.monotonic()
         job = slot.reserve(wait_s, most=1)
+        self.observer.reserve_waited(time.monotonic() - asked, job is not None)
         if job is None:
             self.count(Outcome.NONE)
             return Outcome.NONE
-        outcome = slot.process(job)
+        try:
+            outcome = slot.process(job)
+        finally:
+            self.observer.job_left()
         slot.flush()
         return job.outcome or outcome
 
@@ -134,10 +151,11 @@ class Worker:
         restore = self._install_signals()
         self.keeper.start()  # it also sends what slots hold back while a handler runs
         control = ControlListener(self.servers, self.worker_id, self.cancel,
-                                  self.health).start()
+                                  self.health, self._on_request).start()
+        self._heartbeat = self._start_heartbeat()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
-        summary = _Summary(self.log, self.counts)
+        summary = Summary(self.log, self.counts)
         threads = [
             threading.Thread(target=self._slot_loop, args=(self._slot(i),),
                              name=f"bystroq-slot-{i}", daemon=True)
@@ -159,6 +177,7 @@ class Worker:
             restore()
             control.close()
             self.close()
+            self._stop_heartbeat()
         done = {k.value: v for k, v in self.counts.items() if v}
         self.log.info("worker stopped", **done, **summary.overall())
         return 1 if self._crashed else 0
@@ -178,6 +197,52 @@ class Worker:
         deadline = time.monotonic() + timeout
         if self._drain_deadline is None or deadline < self._drain_deadline:
             self._drain_deadline = deadline
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now()
+
+    def quiet(self) -> None:
+        """Stop reserving for good; running jobs finish; the worker stays (state `quiet`
+        once no slot is still waiting for a job)."""
+        with self._lock:
+            self._quiet = True
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now()
+
+    @property
+    def state(self) -> WorkerState:
+        """What the heartbeat says: `quiet` only once no slot can take another job."""
+        if self._stopping.is_set():
+            return "stopping"
+        with self._lock:
+            return "quiet" if self._quiet and not self._reserving else "running"
+
+    def _on_request(self, request: WorkerRequest) -> None:
+        """A quiet or stop request from the control tube."""
+        if isinstance(request, QuietRequest):
+            self.log.info("quiet: no more jobs taken; running jobs finish",
+                          reason=request.reason, running=len(self.running()))
+            self.quiet()
+        else:
+            self.log.info("stopping: finishing running jobs", reason=request.reason,
+                          drain_timeout_s=self.options.drain_timeout_s,
+                          running=len(self.running()))
+            self.stop()
+
+    def _start_heartbeat(self) -> HeartbeatSender | None:
+        interval = self.options.heartbeat_interval_s
+        if not interval:
+            return None
+        self._started_at = time.time()
+        sender = HeartbeatSender(self.servers, heartbeat_tube(self.conf.submission), interval,
+                                 lambda: heartbeat_of(self, self.state, interval,
+                                                      self._started_at), self.health)
+        return sender.start()
+
+    def _stop_heartbeat(self) -> None:
+        sender, self._heartbeat = self._heartbeat, None
+        if sender is not None:
+            sender.close(last=heartbeat_of(self, "stopped", sender.interval_s,
+                                           self._started_at))
 
     def _install_signals(self) -> Callable[[], None]:
         """SIGTERM/SIGINT only count (a handler must not log or take locks); the main loop
@@ -203,7 +268,7 @@ class Worker:
             if self._signals_seen == 1:
                 self.log.info("stopping: finishing running jobs", signal=name,
                               drain_timeout_s=self.options.drain_timeout_s,
-                              running=len(self.keeper.leases()))
+                              running=len(self.running()))
                 self.stop()
             else:
                 self.log.warning("second signal: stopping now, releasing running jobs",
@@ -213,16 +278,26 @@ class Worker:
 
     def _slot_loop(self, slot: Slot) -> None:
         try:
-            while not self._stopping.is_set() and (slot.intake.ahead or self.claimable(1)):
+            while not self._stopping.is_set():
+                if not self._begin_reserve(slot):
+                    if self._quiet and not self.options.burst:
+                        slot.flush()  # held jobs go back, what is owed goes now
+                        self._stopping.wait(0.1)  # quiet until stopped
+                        continue
+                    return
                 try:
                     wait_s = 0 if self.options.burst else self.options.reserve_timeout_s
+                    asked = time.monotonic()
                     job = slot.reserve(wait_s)
+                    self.observer.reserve_waited(time.monotonic() - asked, job is not None)
                 except Exception:
                     self.log.exception("slot stopped on an unexpected error while reserving; "
                                        "its connections are closed so its jobs go back")
                     slot.drop_connections()
                     self._crashed = True
                     return
+                finally:
+                    self._end_reserve()
                 if job is None:
                     if self.options.burst:
                         return
@@ -237,26 +312,49 @@ class Worker:
                     job.conn.failed(RuntimeError("slot error"))
                     self._crashed = True
                     return
+                finally:
+                    self.observer.job_left()
         finally:
             slot.flush()
 
     def count(self, outcome: Outcome) -> None:
-        """One job's outcome (a slot counts each job once, when its outcome is known)."""
+        """One job's outcome (a slot counts each job once, when its outcome is known: for a
+        completed job, once its completed event is stored); the observer hears of it too."""
         with self._lock:
             self.counts[outcome] += 1
+        if outcome is not Outcome.NONE:
+            self.observer.finished(outcome)
 
     def claimable(self, wanted: int) -> int:
-        """How many of `wanted` jobs may still be taken under `max_jobs`."""
-        if self.options.max_jobs is None:
-            return wanted
+        """How many of `wanted` jobs may still be taken (none once quiet; `max_jobs`)."""
         with self._lock:
+            if self._quiet:
+                return 0
+            if self.options.max_jobs is None:
+                return wanted
             return max(0, min(wanted, self.options.max_jobs - self._claimed))
 
-    def claim(self) -> bool:
-        """Take one job under `max_jobs` (jobs held ahead count, until given back)."""
+    def _begin_reserve(self, slot: Slot) -> bool:
+        """Whether `slot` may take a job (one held ahead, or one more under `max_jobs`);
+        it counts as reserving until `_end_reserve`."""
         with self._lock:
-            if self.options.max_jobs is not None and self._claimed >= self.options.max_jobs:
+            if self._quiet or not (slot.intake.ahead or self.options.max_jobs is None
+                                   or self._claimed < self.options.max_jobs):
                 return False
+            self._reserving += 1
+            return True
+
+    def _end_reserve(self) -> None:
+        with self._lock:
+            self._reserving -= 1
+
+    def claim(self) -> bool:
+        """Take one job that came, unless quiet or `max_jobs` were taken (jobs held ahead
+        count, until given back)."""
+        with self._lock:
+            if self._quiet or (self.options.max_jobs is not None
+                               and self._claimed >= self.options.max_jobs):
+                return False  # one that came all the same is given back
             self._claimed += 1
             return True
 
@@ -265,6 +363,10 @@ class Worker:
         with self._lock:
             self._claimed -= 1
 
+    def running(self) -> list[Lease]:
+        """The leases of the jobs whose handlers run now (not those held ahead)."""
+        return [lease for lease in self.keeper.leases() if lease.running and not lease.done]
+
     def _slot(self, index: int) -> Slot:
         while len(self._slots) <= index:
             self._slots.append(Slot(self, len(self._slots)))
@@ -272,7 +374,8 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        """Whether a slot should stop waiting for a job (stopping, or quiet)."""
+        return self._stopping.is_set() or self._quiet
 
     def close(self) -> None:
         """Release what the worker holds: child processes, connections, the keeper."""
@@ -285,32 +388,3 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Summary:
-    """The worker's info line every SUMMARY_INTERVAL_S: jobs a second and outcomes since
-    the last one (failures are logged one by one as they happen)."""
-
-    def __init__(self, log: Any, counts: Counter[Outcome]) -> None:
-        self.log, self.counts = log, counts
-        self.started = self.at = time.monotonic()
-        self.last: Counter[Outcome] = Counter()
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self.at < SUMMARY_INTERVAL_S:
-            return
-        since = Counter(self.counts)
-        since.subtract(self.last)
-        jobs = sum(v for k, v in since.items() if k is not Outcome.NONE)
-        if jobs:
-            self.log.info("jobs done", jobs=jobs, per_s=round(jobs / (now - self.at), 1),
-                          **{k.value: v for k, v in since.items() if v and k is not Outcome.NONE})
-        self.last, self.at = Counter(self.counts), now
-
-    def overall(self) -> dict[str, float]:
-        jobs = sum(v for k, v in self.counts.items() if k is not Outcome.NONE)
-        elapsed = time.monotonic() - self.started
-        return {"per_s": round(jobs / elapsed, 1)} if jobs and elapsed > 0 else {}
-
-

@@ -33,5 +33,6 @@ class Taken(Reserved):
 
     asked_at: float = 0.0
     lease: Lease | None = None
+    age: int = 0  # seconds since it was put, when its stats were read (the server's `age`)
     # Set once, when the job's outcome is known (for a completed job: its event stored).
     outcome: Outcome | None = None

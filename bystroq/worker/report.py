@@ -225,6 +225,7 @@ class Reporting:
                     conn.client.delete(ref)
                 case Disposition.BURY:
                     conn.client.bury(ref, priority=job.priority)
+                    self.worker.observer.buried()
                 case Disposition.RELEASE:
                     conn.client.release(ref, priority=job.priority, delay=delay)
             return True

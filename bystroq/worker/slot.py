@@ -41,6 +41,7 @@ from bystroq.servers import (
     expect,
     put_command,
 )
+from bystroq.tracing import job_span, traceparent_of
 from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
 from bystroq.worker.intake import Intake
@@ -124,6 +125,7 @@ class Slot(Reporting):
         lease.stop = self.runner.stop
         if lease.stopped is not None:
             return self._stopped_ahead(job, lease)
+        worker.observer.queue_waited(job.age)
         attempt = lease.attempt
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
@@ -142,6 +144,9 @@ class Slot(Reporting):
                          invalid.disposition, log)
             return self._done(lease, Outcome.INVALID)
         log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
+        traceparent = traceparent_of(job.body)
+        if traceparent is not None:  # the job's trace context goes on each of its events
+            fields["traceparent"] = traceparent
 
         try:
             started = encode(stamp(worker.listener.submit_msg_fn(data), **fields,
@@ -172,7 +177,10 @@ class Slot(Reporting):
         lease.running = True
         error: BaseException | None
         try:
-            execution, error = self.runner.run(data, job.body, publisher, fields)
+            with job_span(traceparent, worker.category, job.id, attempt,
+                          worker.worker_id) as span:
+                execution, error = self.runner.run(data, job.body, publisher, fields)
+                span.failed(execution.error)
         except LeaseLost as exc:
             log.warning("lease lost: nothing reported for this attempt", reason=str(exc))
             return self._done(lease, Outcome.LOST)
@@ -192,6 +200,7 @@ class Slot(Reporting):
             self.intake.batch.ran(time.monotonic() - lease.started_at)
             with conn.lock:
                 lease.done = True
+            worker.observer.handler_ran(time.monotonic() - lease.started_at)
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
             return self._done(lease, Outcome.LOST)
@@ -231,7 +240,10 @@ class Slot(Reporting):
             log.info("job cancelled before it ran", reason=str(reason))
             return self._done(lease, Outcome.CANCELLED)
         if isinstance(reason, ShuttingDown):
-            self.intake.ahead.appendleft(job)  # given back with the rest
+            # Given back with the rest, unrun: settled without being counted (as every job
+            # held ahead and given back).
+            job.outcome = Outcome.RELEASED
+            self.intake.ahead.appendleft(job)
             self.intake.give_back()
             return Outcome.RELEASED
         log.warning("lease lost before the job ran: nothing reported", reason=str(reason))
