@@ -77,6 +77,70 @@ def test_a_job_cancelled_while_held_ahead_never_runs(config: LoadedConfig, tubes
     assert tubes.counts(config.category("echo").submission)["reserved"] == 0
 
 
+class _Told:
+    """A WorkerObserver that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.taken = self.left = self.waits = 0
+        self.outcomes: list[Outcome] = []
+
+    def reserve_waited(self, seconds: float, got_job: bool) -> None:
+        self.taken += got_job
+
+    def queue_waited(self, seconds: float) -> None:
+        self.waits += 1
+
+    def handler_ran(self, seconds: float) -> None:
+        pass
+
+    def job_left(self) -> None:
+        self.left += 1
+
+    def finished(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+    def buried(self) -> None:
+        pass
+
+
+def test_quiet_gives_back_jobs_held_ahead_and_counts_only_the_one_run(
+    config: LoadedConfig, tubes: Tubes
+) -> None:
+    """A quiet worker holds nothing ahead: its slot gives those jobs back unrun (they are
+    neither taken nor finished for its observer) and waits, state `quiet`, until stopped."""
+    submission = config.category("echo").submission
+    with Producer(config) as producer:
+        for i in range(3):
+            producer.submit("echo", EchoJob(submissionID=i))
+    told = _Told()
+    options = WorkerOptions(observer=told, heartbeat_interval_s=None)
+    with Worker(config, "echo", options=options) as worker:
+        slot = worker._slot(0)
+        first = slot.reserve(0, most=3)
+        assert first is not None and len(slot.intake.ahead) == 2
+        told.reserve_waited(0, True)  # as the slot loop does for the job it takes
+        assert slot.process(first) is Outcome.COMPLETED
+        told.job_left()
+        worker.quiet()
+        done: list[int] = []
+        runner = threading.Thread(target=lambda: done.append(worker.run()))
+        runner.start()
+        try:
+            wait_until(lambda: tubes.counts(submission)["ready"] == 2 and worker.state == "quiet")
+            wait_until(lambda: told.outcomes == [Outcome.COMPLETED])
+            assert tubes.counts(submission)["reserved"] == 0
+        finally:
+            worker.stop()
+            runner.join(timeout=30)
+        assert done == [0]
+    assert (told.taken, told.left, told.waits) == (1, 1, 1)
+    assert told.outcomes == [Outcome.COMPLETED]
+    assert +worker.counts == {Outcome.COMPLETED: 1}
+    events = [(e["submissionID"], e["event"]) for e in tubes.events(
+        config.category("echo").events)]
+    assert events == [(0, "started"), (0, "completed")]
+
+
 def test_sigterm_gives_back_jobs_held_ahead_without_spending_an_attempt(
     server: Beanstalkd, prefix: str, tubes: Tubes, tmp_path: Path
 ) -> None:
