@@ -20,6 +20,19 @@ ensure_beanstalkd() {
   command -v beanstalkd >/dev/null || { echo "beanstalkd did not install" >&2; exit 1; }
 }
 
+# Debian's Chromium, for the dashboard's browser tests (Playwright drives it by path: its
+# own browser download is not used). Loud when it cannot be installed.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return; fi
+  say "installing chromium (Debian package, for the browser tests)"
+  if ! { as_root apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null; }; then
+    say "WARNING: chromium did not install: the browser tests will skip (and fail in CI)"
+    return 0
+  fi
+  [ -x /usr/bin/chromium ] || say "WARNING: chromium installed but /usr/bin/chromium is missing"
+}
+
 # ensure_venv EXTRAS: a .venv with the package (editable) and the given extras.
 ensure_venv() {
   local extras="$1" stamp

@@ -48,4 +48,11 @@ def test_router_and_async_producer_in_a_users_app(config: LoadedConfig, tubes: T
         assert problem.headers["content-type"] == "application/problem+json"
         assert http.get("/healthz").status_code == 404  # left out: the app has its own
         assert "/jobs/v1/submissions" in http.get("/openapi.json").json()["paths"]
+        # The dashboard comes along, under the same prefix, with links that keep it.
+        page = http.get("/jobs/submissions")
+        assert page.status_code == 200 and 'href="/jobs/submission?id=x2"' in page.text
+        assert 'data-api="/jobs/v1/"' in page.text
+        assert 'src="/jobs/static/dashboard.js"' in page.text
+        assert http.get("/jobs/static/dashboard.css").status_code == 200
+        assert "/jobs/" not in http.get("/openapi.json").json()["paths"]
     assert tubes.counts(config.category("echo").submission)["ready"] == 2

@@ -2,7 +2,9 @@
 
 Optional knobs let tests exercise the failure paths: `fail` raises in the handler,
 `sleep_s` makes the job take time, `exit_code` ends the process (as a crash would),
-`fail_completed` raises in completed_msg_fn, `progress` reports that many steps.
+`fail_completed` raises in completed_msg_fn, `progress` reports that many steps (with
+`step_s`, one step every `step_s` seconds, against a total of `progress`),
+`fail_until_file` fails until that file exists (so a buried job can be kicked to success).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class EchoJob(BaseMessage, frozen=True, kw_only=True):
     exit_code: int | None = None
     fail_completed: bool = False
     progress: int = 0
+    step_s: float = 0.0
+    fail_until_file: str | None = None
 
 
 class EchoCompleted(CompletedJobMessage, frozen=True, kw_only=True):
@@ -42,17 +46,25 @@ job_data_type = EchoJob
 
 def handler_fn(publisher: ProgressPublisher, job: EchoJob) -> str:
     if job.progress:
-        reporter = get_progress_reporter(publisher, update_interval=1, min_interval_s=0)
+        reporter = get_progress_reporter(publisher, update_interval=1, min_interval_s=0,
+                                         total=job.progress if job.step_s else None)
         for _ in range(job.progress):
+            _sleep(job.step_s)
             reporter.increment(1)
-    end = time.monotonic() + job.sleep_s
-    while time.monotonic() < end:  # in slices, as Python work would be: a stop lands quickly
-        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    if job.fail_until_file is not None and not os.path.exists(job.fail_until_file):
+        raise RuntimeError(f"{job.fail_until_file} does not exist yet")
+    _sleep(job.sleep_s)
     if job.exit_code is not None:
         os._exit(job.exit_code)
     if job.fail:
         raise RuntimeError(job.fail)
     return job.message
+
+
+def _sleep(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # in slices, as Python work would be: a stop lands quickly
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
 
 def submit_msg_fn(job: EchoJob) -> SubmittedJobMessage:

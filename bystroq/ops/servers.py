@@ -33,6 +33,7 @@ class TubeStats:
     urgent: int = 0  # ready jobs with priority < 1024
     waiting: int = 0  # connections waiting in a reserve that watches the tube
     paused: bool = False
+    pause_left_s: int = 0  # seconds the tube stays paused (0: not paused)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def tube_stats(
                     int(s["current-jobs-buried"]), int(s["current-watching"]),
                     int(s["total-jobs"]), int(s["current-jobs-urgent"]),
                     int(s["current-waiting"]), int(s["pause"]) > 0,
+                    int(s["pause-time-left"]),
                 ))
         except CONNECTION_ERRORS as exc:
             rows.append(Unreachable(server.name, str(exc) or type(exc).__name__))

@@ -103,10 +103,8 @@ def list_page(
         where.append("updated_at < ?")
         params.append(until)
     if text:
-        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace(
-            "_", "\\_") + "%"
-        where.append("(LOWER(submission_id) LIKE ? ESCAPE '\\' OR "
-                     "LOWER(COALESCE(reason, '')) LIKE ? ESCAPE '\\')")
+        pattern = like_pattern(text)
+        where.append(text_match(store))
         params += [pattern, pattern]
     if after is not None:
         where.append("submission_id > ?")
@@ -116,6 +114,20 @@ def list_page(
     with store.transaction() as cur:
         cur.execute(_sql(store, query), (*params, limit))
         return [row_record(row) for row in cur.fetchall()]
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') for `text` anywhere, lowercased."""
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace(
+        "_", "\\_") + "%"
+
+
+def text_match(store: SQLStore) -> str:
+    """SQL for a `like_pattern` (given twice) in the submissionID or the reason, whatever
+    the case: SQLite's LIKE already ignores ASCII case (its LOWER folds no more), so no
+    function runs on each row; PostgreSQL's ILIKE."""
+    like = "LIKE" if isinstance(store.backend, SQLiteBackend) else "ILIKE"
+    return f"(submission_id {like} ? ESCAPE '\\' OR reason {like} ? ESCAPE '\\')"
 
 
 def _feed_column(store: SQLStore) -> str:

@@ -95,5 +95,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The W3C trace context the submission was made in, when there was one.
         "ALTER TABLE bystroq_records ADD COLUMN traceparent TEXT",
     ),
+    (
+        # The dashboard: every action taken through it (who, what, when, on what), and
+        # the indexes its pages read by (a state's page by submissionID, the last hour's
+        # finished jobs).
+        """CREATE TABLE bystroq_audit (
+            at DOUBLE PRECISION NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
+            target TEXT NOT NULL, detail TEXT NOT NULL, outcome TEXT NOT NULL)""",
+        "CREATE INDEX bystroq_audit_at ON bystroq_audit (at)",
+        "CREATE INDEX bystroq_records_state ON bystroq_records (state, submission_id)",
+        "CREATE INDEX bystroq_records_category ON bystroq_records (category, submission_id)",
+        "CREATE INDEX bystroq_records_finished ON bystroq_records (finished_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

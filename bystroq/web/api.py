@@ -10,9 +10,6 @@ loop never waits on them.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -35,7 +32,6 @@ from bystroq.messages import key_to_submission_id, record_key
 from bystroq.ops.cancel import cancel_submission
 from bystroq.ops.retry import retry_submission
 from bystroq.producer import Submitted
-from bystroq.records import feeds
 from bystroq.records.model import STATES, Record
 from bystroq.records.views import (
     CancelView,
@@ -46,7 +42,8 @@ from bystroq.records.views import (
 from bystroq.web import batches, health, idempotency, queues, sse, webhooks, workers
 from bystroq.web.auth import authorizer
 from bystroq.web.bodies import read_body
-from bystroq.web.problems import FieldError, Problem, ProblemRoute, problem_response
+from bystroq.web.cursor import Filters, submission_page
+from bystroq.web.problems import Problem, ProblemRoute, problem_response
 from bystroq.web.responses import JSON, json_response
 from bystroq.web.schema import ProgressView, SubmissionDetailView, SubmissionPageView
 from bystroq.web.services import Services
@@ -61,7 +58,6 @@ MAX_PAGE = 500
 JOB_SCHEMA = {"type": "object", "required": ["submissionID"],
               "properties": {"submissionID": {"type": ["string", "integer"]}},
               "additionalProperties": True}
-_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 _ENCODE = msgspec.json.Encoder().encode
 StateName = Literal["queued", "unknown", "started", "retrying", "completed", "failed",
                     "cancelled"]
@@ -69,11 +65,12 @@ assert set(StateName.__args__) == set(STATES)  # type: ignore[attr-defined]
 
 
 def create_router(config: LoadedConfig, settings: WebSettings | None = None,
-                  *, health_routes: bool = True,
+                  *, health_routes: bool = True, dashboard: bool = True,
                   metrics: CollectorRegistry | None = None) -> APIRouter:
-    """The API router: `/v1/...`, and `/healthz`, `/readyz` unless `health_routes` is
-    False; `/metrics` over the `metrics` registry when given (bystroq.web.metrics). Its
-    lifespan closes the store and producer it opened."""
+    """The API router: `/v1/...`, the dashboard at its root unless `dashboard` is False,
+    and `/healthz`, `/readyz` unless `health_routes` is False; `/metrics` over the
+    `metrics` registry when given (bystroq.web.metrics). Its lifespan closes the store
+    and producer it opened."""
     settings = settings or WebSettings.from_config(config)
     services = Services(config, settings)
 
@@ -100,6 +97,10 @@ def create_router(config: LoadedConfig, settings: WebSettings | None = None,
         from bystroq.web.metrics import metrics_router
 
         router.include_router(metrics_router(services, metrics))
+    if dashboard:
+        from bystroq.web.dashboard import dashboard_router
+
+        router.include_router(dashboard_router(services))
     return router
 
 
@@ -120,20 +121,6 @@ def _record(services: Services, submission_id: str) -> Record:
 def _submitted(handle: Submitted, submission_id: str | int | None) -> SubmittedView:
     return SubmittedView(submission_id=submission_id, queue_id=handle.job_id,
                          server=handle.server.name, tube=handle.tube)
-
-
-def _encode_cursor(after: str) -> str:
-    return base64.urlsafe_b64encode(after.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        if not _CURSOR.fullmatch(cursor):
-            raise ValueError(cursor)
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Problem(422, "cursor is not one this API returned",
-                      [FieldError("query.cursor", "expected a nextCursor value")]) from None
 
 
 def _progress(record: Record, timeline: list[Any]) -> ProgressView:
@@ -229,13 +216,9 @@ def _submissions(router: APIRouter, services: Services) -> None:
         cursor: Annotated[str | None, Query(max_length=2000)] = None,
     ) -> Response:
         name = None if category is None else _category(services, category)
-        after = None if cursor is None else _decode_cursor(cursor)
-        records = feeds.list_page(services.store, category=name, state=state, batch=batch,
-                                  since=since, until=until, text=q, after=after,
-                                  limit=limit + 1)
-        more = len(records) > limit
-        records = records[:limit]
-        next_cursor = _encode_cursor(records[-1].submission_id) if more else None
+        records, next_cursor = submission_page(
+            services.store, Filters(state=state, category=name, batch=batch, since=since,
+                                    until=until, text=q), cursor, limit)
         return json_response(SubmissionPageView(
             items=[submission_view(r) for r in records], next_cursor=next_cursor))
 

@@ -4,18 +4,19 @@ Without tokens the API is open, which `bystroq serve` allows on a loopback addre
 With tokens, every `/v1` request needs `Authorization: Bearer TOKEN`; a `read` token may
 only use GET and HEAD. A state-changing request sent by a browser from another site is
 refused whatever its token (the browser says so in `Sec-Fetch-Site`, or in an `Origin`
-that is not this host), unless its origin is one of `cors_origins`.
+that is not this host), unless its origin is one of `cors_origins`. The dashboard's
+session cookie (bystroq.web.session) stands in for the header.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from bystroq.web.problems import Problem
+from bystroq.web.session import COOKIE, match_bearer, session_token
 from bystroq.web.settings import Token, WebSettings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -33,7 +34,7 @@ def authorizer(settings: WebSettings) -> Callable[[Request], Awaitable[Token | N
             check_same_origin(request, allowed_origins)
         if not tokens:
             return None
-        token = _match(request.headers.get("authorization", ""), tokens)
+        token = presented_token(request, tokens)
         if token is None:
             raise Problem(401, "a bearer token is required: `Authorization: Bearer TOKEN`",
                           headers={"WWW-Authenticate": 'Bearer realm="bystroq"'})
@@ -46,16 +47,13 @@ def authorizer(settings: WebSettings) -> Callable[[Request], Awaitable[Token | N
     return authorize
 
 
-def _match(header: str, tokens: tuple[Token, ...]) -> Token | None:
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        return None
-    candidate = presented.strip().encode()
-    found = None
-    for token in tokens:  # compare with every token, in constant time each
-        if hmac.compare_digest(candidate, token.secret.encode()):
-            found = token
-    return found
+def presented_token(request: Request, tokens: tuple[Token, ...]) -> Token | None:
+    """The token of the request's bearer header, else of its dashboard session cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        return match_bearer(header, tokens)
+    cookie = request.cookies.get(COOKIE)
+    return None if cookie is None else session_token(cookie, tokens)
 
 
 def check_same_origin(request: Request, allowed: frozenset[str]) -> None:
