@@ -252,7 +252,7 @@ def versions(redis_url: str, with_peers: bool) -> dict[str, str]:
     found = {"python": platform.python_version(), "beanstalkd": beanstalkd_version()}
     packages = ["bystroq", "greenstalk", "msgspec", "structlog"]
     if with_peers:
-        packages += ["dramatiq", "rq", "celery", "kombu", "billiard", "redis"]
+        packages += ["dramatiq", "arq", "rq", "celery", "kombu", "billiard", "redis"]
         found["redis-server"] = redis_version(redis_url)
     packages.append("matplotlib")
     for name in packages:
@@ -270,7 +270,7 @@ def peers_available(requested: Sequence[str], redis_url: str) -> tuple[list[str]
     if why is not None:
         return [], [f"Redis is not reachable at {redis_url} ({why}): skipping "
                     f"{', '.join(wanted)}; the bystroq rows still run."]
-    needs = {"dramatiq": "dramatiq", "rq": "rq", "celery-solo": "celery",
+    needs = {"dramatiq": "dramatiq", "arq": "arq", "rq": "rq", "celery-solo": "celery",
              "celery-prefork-2": "celery"}
     ok, notes = [], []
     for name in wanted:
@@ -402,6 +402,7 @@ def targets(plan: Plan) -> list[Target]:
     growth = med("d", BASE, "growth_kib")
     return [
         Target("(a) processing rate, bystroq / Dramatiq", over("dramatiq"), 3),
+        Target("(a) processing rate, bystroq / arq", over("arq"), 1),
         Target("(a) processing rate, bystroq / Celery solo", over("celery-solo"), 8),
         Target("(a) processing rate, bystroq / RQ SimpleWorker", over("rq"), 15),
         Target("(a) processing rate, bystroq / bare greenstalk loop", over(BARE), 0.7),
@@ -416,7 +417,7 @@ def targets(plan: Plan) -> list[Target]:
 def report(plan: Plan, core_lines: list[str], goals: list[Target], info: dict[str, Any],
            notes: list[str]) -> str:
     v = info["versions"]
-    peers = ", ".join(f"{k} {v[k]}" for k in ("dramatiq", "rq", "celery", "kombu", "redis",
+    peers = ", ".join(f"{k} {v[k]}" for k in ("dramatiq", "arq", "rq", "celery", "kombu", "redis",
                                                 "redis-server") if k in v)
     lines = [f"## bystroq benchmark, {info['date']}", "",
              f"{info['cores']} cores ({info['cpu']}), Linux {platform.release()}; "

@@ -42,11 +42,12 @@ SYSTEMS: dict[str, str] = {
     "bystroq-inline-2": "bystroq inline, 2 processes",
     "bystroq-process-1": "bystroq process isolation, 1 process",
     "dramatiq": "Dramatiq, Redis (1 process, 8 threads)",
+    "arq": "arq, Redis (1 process, asyncio, its defaults: 10 jobs at once, 0.5 s poll)",
     "rq": "RQ SimpleWorker, Redis",
     "celery-solo": "Celery solo pool, Redis",
     "celery-prefork-2": "Celery prefork (2 processes), Redis",
 }
-PEERS = ("dramatiq", "rq", "celery-solo", "celery-prefork-2")
+PEERS = ("dramatiq", "arq", "rq", "celery-solo", "celery-prefork-2")
 WORKLOADS = ("throughput", "latency", "memory")
 
 POLL_S = 0.02
@@ -497,6 +498,73 @@ class Dramatiq(RedisPeer):
                 self.tasks.broker.close()
 
 
+class Arq(RedisPeer):
+    """arq: jobs enqueued through its asyncio pool, driven here by an event loop of our own;
+    a job is done when its result key appears (arq's own wait polls every 0.5 s, too coarse
+    for the latency workload, so this polls the key every millisecond)."""
+
+    label = SYSTEMS["arq"]
+
+    def open(self) -> None:
+        super().open()
+        import asyncio
+
+        import bench_tasks_arq
+        from arq import create_pool
+
+        self.tasks = bench_tasks_arq
+        self.loop = asyncio.new_event_loop()
+        self.pool = self.loop.run_until_complete(create_pool(
+            bench_tasks_arq.WorkerSettings.redis_settings,
+            job_serializer=bench_tasks_arq.serialize,
+            job_deserializer=bench_tasks_arq.deserialize,
+            default_queue_name=bench_tasks_arq.QUEUE))
+
+    def submit(self, index: int, message: str, sleep_s: float) -> Any:
+        job = self.loop.run_until_complete(self.pool.enqueue_job("echo", index, message,
+                                                                 sleep_s))
+        if job is None:
+            raise RuntimeError(f"arq refused job {index} (a job with its id exists)")
+        return job.job_id
+
+    def key(self, index: int, handle: Any) -> Any:
+        return handle
+
+    def worker_commands(self) -> list[list[str]]:
+        arq = str(Path(sys.executable).parent / "arq")
+        return [[arq, "bench_tasks_arq.WorkerSettings"]]
+
+    def result_key(self, handle: Any) -> str:
+        from arq.constants import result_key_prefix
+
+        return f"{result_key_prefix}{handle}"
+
+    def values(self, handles: Sequence[Any]) -> list[Any]:
+        out: list[Any] = []
+        for chunk in _chunks(handles, 2000):
+            pipe = self.redis.pipeline(transaction=False)
+            for handle in chunk:
+                pipe.get(self.result_key(handle))
+            out += [None if raw is None else self.tasks.deserialize(raw)["r"]
+                    for raw in pipe.execute()]
+        return out
+
+    def wait_one(self, handle: Any, timeout_s: float) -> None:
+        key = self.result_key(handle)
+        deadline = time.monotonic() + timeout_s
+        while not self.redis.exists(key):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"arq job {handle} not done within {timeout_s:.0f}s")
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        super().close()
+        if hasattr(self, "pool"):
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.pool.aclose())
+                self.loop.close()
+
+
 class RQ(RedisPeer):
     label = SYSTEMS["rq"]
 
@@ -595,6 +663,8 @@ def make_system(name: str, redis_url: str, log_dir: Path) -> System:
         return Beanstalk(name, redis_url, log_dir)
     if name == "dramatiq":
         return Dramatiq(name, redis_url, log_dir)
+    if name == "arq":
+        return Arq(name, redis_url, log_dir)
     if name == "rq":
         return RQ(name, redis_url, log_dir)
     if name in ("celery-solo", "celery-prefork-2"):

@@ -232,22 +232,35 @@ def test_paused_after_the_reserve_past_the_ttr_reports_nothing(
         assert tubes.events(events_tube(config)) == []
 
 
+def _losing_listener(lose: list[Any]) -> Listener:
+    """The echo listener whose handler, at its end, calls `lose[0]()` (the job is lost
+    between the handler's end and its completed event)."""
+    echo = load_listener("bystroq.examples.echo")
+
+    def handler(publisher: ProgressPublisher, job: EchoJob) -> str:
+        lose[0]()
+        return "done"
+
+    return Listener(EchoJob, handler, echo.submit_msg_fn, echo.completed_msg_fn)
+
+
 def test_paused_before_the_completed_event_past_the_ttr_reports_nothing_more(
     config: LoadedConfig, tubes: Tubes
 ) -> None:
-    """The completed event waits for the slot's next command; a pause before it, longer
-    than the TTR, and the job is someone else's: the event is not put."""
+    """A pause between the handler's end and its completed event, longer than the TTR, and
+    the job is someone else's: the event is not put."""
     with Producer(config) as producer:
         producer.submit("echo", EchoJob(submissionID="paused"), ttr=1)
-    with Worker(config, "echo") as worker, \
+    lose: list[Any] = []
+    with Worker(config, "echo", _losing_listener(lose)) as worker, \
             tubes.client(watch=config.category("echo").submission) as rival:
         slot = worker._slot(0)
         asked_at = time.monotonic()
         job = slot.reserve(1)
         assert job is not None
-        assert slot.process(job) is Outcome.COMPLETED  # its event goes with the next command
-        _lose_while_paused(job, rival, asked_at)
-        assert slot.flush() is Outcome.LOST
+        lose.append(lambda: _lose_while_paused(job, rival, asked_at))
+        assert slot.process(job) is Outcome.LOST
+        assert slot.flush() is None
         assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
 
 
@@ -274,17 +287,25 @@ def test_events_written_as_the_job_is_lost_are_deleted(
 def test_a_completed_event_written_as_the_job_is_lost_is_deleted(
     config: LoadedConfig, tubes: Tubes
 ) -> None:
+    """The job is lost just before its completed event is written (the lease still looks
+    fresh): the touch in front of the event says so, and the event is deleted."""
     with Producer(config) as producer:
         handle = producer.submit("echo", EchoJob(submissionID="late"), ttr=1)
-    with Worker(config, "echo") as worker, \
+    lose: list[Any] = []
+    with Worker(config, "echo", _losing_listener(lose)) as worker, \
             tubes.client(watch=config.category("echo").submission) as rival:
         slot = worker._slot(0)
         job = slot.reserve(1)
         assert job is not None
-        assert slot.process(job) is Outcome.COMPLETED
-        job.conn.client.release(greenstalk.Job(job.id, b""))  # reads the started answers
-        assert rival.reserve(5).id == handle.job_id
+
+        def lose_now() -> None:
+            job.conn.client.release(greenstalk.Job(job.id, b""))  # reads the started answers
+            assert rival.reserve(5).id == handle.job_id
+
+        lose.append(lose_now)
+        assert slot.process(job) is Outcome.COMPLETED  # its event waits for the next write
         assert slot.flush() is Outcome.LOST
+        assert job.outcome is Outcome.LOST
         assert [e["event"] for e in tubes.events(events_tube(config))] == ["started"]
 
 

@@ -1,6 +1,7 @@
 """Talking to beanstalkd: greenstalk (public API) for single and admin commands; `framing`
 (sans-IO pipelined commands and replies), `connection` (socket, outbox, deadlines, backoff,
-health) and `pool` (one connection per server, pipelined helpers) for the hot paths."""
+health), `reserved` (a job bound to the connection that reserved it) and `pool` (one
+connection per server, pipelined helpers) for the hot paths."""
 
 from bystroq.beanstalk import framing
 from bystroq.beanstalk.connection import (
@@ -8,7 +9,6 @@ from bystroq.beanstalk.connection import (
     CONNECTION_ERRORS,
     IO_TIMEOUT_S,
     Connection,
-    Reserved,
     exchange,
     read_reply,
     send,
@@ -36,6 +36,7 @@ from bystroq.beanstalk.pool import (
     reserve_many,
     wait_for_any,
 )
+from bystroq.beanstalk.reserved import Reserved
 
 put_command = framing.put
 

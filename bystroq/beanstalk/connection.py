@@ -11,10 +11,12 @@ names the address and what it answered, and backs off like any other failure.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -63,7 +65,7 @@ class Connection:
     _greenstalk: greenstalk.Client[bytes] | None = None
     _parser: ReplyParser = field(default_factory=ReplyParser)
     _outbox: list[bytes] = field(default_factory=list)
-    _owed: list[OnReply | None] = field(default_factory=list)
+    _owed: deque[OnReply | None] = field(default_factory=deque)
     _using: str = "default"
     _retry_at: float = 0.0
     _down_since: float | None = None
@@ -90,7 +92,8 @@ class Connection:
     @property
     def client(self) -> greenstalk.Client[bytes]:
         """greenstalk over this connection, connecting first if needed; commands queued are
-        sent and the replies still owed read first, so every command meets its own."""
+        sent and the replies still owed read first, so every command meets its own (what
+        their callbacks queue waits for the next write)."""
         if self._sock is None:
             self._connect()
         if not self._verified:
@@ -118,13 +121,43 @@ class Connection:
         self._sock.sendall(data)
 
     def settle(self) -> None:
-        """Send what is queued and read every reply owed, handing each to its callback."""
+        """Send what is queued and read every reply owed, handing each to its callback.
+
+        Commands a callback queues are not sent here: they go with the next write (so the
+        delete of a job whose event a reply just confirmed rides along with what follows)."""
         self.flush()
-        while self._owed:
-            on_reply = self._owed.pop(0)
-            reply = self._read()
-            if on_reply is not None:
-                on_reply(reply)
+        owed, parser = self._owed, self._parser
+        left = len(owed)
+        while left:
+            if not self._verified:
+                self._verify()
+            replies = parser.take(left)
+            if not replies:
+                self._receive()
+                continue
+            left -= len(replies)
+            for reply in replies:
+                on_reply = owed.popleft()
+                if on_reply is not None:
+                    on_reply(reply)
+
+    @property
+    def owes(self) -> bool:
+        """Whether commands are queued or replies still to be read."""
+        return bool(self._owed or self._outbox)
+
+    def answered(self) -> bool:
+        """Whether a reply owed can be read without waiting (it arrived, at least in part)."""
+        sock = self._sock
+        if sock is None or not self._owed:
+            return False
+        if self._parser.pending:
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for waiting on several connections at once (-1: none)."""
+        return self._sock.fileno() if self._sock is not None else -1
 
     def owe(self, on_reply: Callable[[bytes, list[bytes]], None]) -> None:
         """A command was sent without reading its reply: `on_reply(status, values)` gets it
@@ -165,6 +198,13 @@ class Connection:
             if not data:
                 raise ConnectionError(self._parser.cut_short())
             self._parser.feed(data)
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        data = self._sock.recv(65536)
+        if not data:
+            raise ConnectionError(self._parser.cut_short())
+        self._parser.feed(data)
 
     def _read(self) -> Reply:
         assert self._sock is not None
@@ -246,7 +286,7 @@ class Connection:
         """Use and watch this connection's tubes, in one write (nothing to send when they
         are beanstalkd's defaults), before the commands already queued."""
         queued, owed = self._outbox, self._owed
-        self._outbox, self._owed = [], []
+        self._outbox, self._owed = [], deque()
         watch = list(self.watch) or ["default"]
         if self.use != "default":
             self.queue(framing.use(self.use), _answer(b"USING"))
@@ -286,6 +326,11 @@ class Connection:
             self._using = tube
         return self.client
 
+    @property
+    def known_max_job_size(self) -> int | None:
+        """The server's max-job-size if this connection asked already (no I/O)."""
+        return self._max_job_size
+
     def max_job_size(self) -> int:
         """The server's max-job-size, asked once per connection."""
         if self._max_job_size is None:
@@ -317,7 +362,7 @@ class Connection:
         client, self._greenstalk = self._greenstalk, None
         sock, self._sock = self._sock, None
         self._max_job_size = None
-        self._owed = []
+        self._owed = deque()
         self._outbox = []
         self._parser.clear()
         if client is not None:
@@ -344,27 +389,6 @@ def _deadlines(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-@dataclass
-class Reserved:
-    """A job reserved over `conn`: every later command for it must use `conn`, and only
-    while `conn` is still the connection (`generation`) that reserved it."""
-
-    id: int
-    body: bytes
-    conn: Connection
-    generation: int = 0
-    priority: int = 2**16
-
-    @property
-    def held(self) -> bool:
-        """False once the reserving connection was closed (the server released the job)."""
-        return self.conn.generation == self.generation and self.conn.connected
-
-    @property
-    def server(self) -> Server:
-        return self.conn.server
 
 
 def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:

@@ -147,6 +147,38 @@ class ReplyParser:
             self._start = 0
         return Reply(status, values, body)
 
+    def take(self, limit: int) -> list[Reply]:
+        """Up to `limit` whole replies, in order (fewer if the rest has not arrived)."""
+        buffer, start = self._buffer, self._start
+        out: list[Reply] = []
+        append, find, with_body = out.append, buffer.find, WITH_BODY
+        size = len(buffer)
+        while len(out) < limit:
+            end = find(b"\r\n", start)
+            if end < 0:
+                break
+            words = bytes(buffer[start:end]).split()
+            if not words:
+                raise ConnectionError("the server sent an empty line")
+            status = words[0]
+            if status in with_body:
+                body_start = end + 2
+                stop = body_start + int(words[-1])
+                if size < stop + 2:
+                    break
+                if buffer[stop:stop + 2] != b"\r\n":
+                    raise ConnectionError("a reply's body does not end where its size says")
+                append(Reply(status, words[1:], bytes(buffer[body_start:stop])))
+                start = stop + 2
+            else:
+                append(Reply(status, words[1:], None))
+                start = end + 2
+        self._start = start
+        if start > 65536 and start * 2 > size:
+            del buffer[:start]
+            self._start = 0
+        return out
+
     def lines(self, count: int) -> list[bytes]:
         """Up to `count` whole reply lines, for replies that never have a body (a put's
         answers), without building a Reply each."""

@@ -29,6 +29,7 @@ from bystroq.errors import (
 )
 from bystroq.messages import record_key
 from bystroq.producer import Producer, Submitted
+from bystroq.tracing import with_traceparent
 
 # Jobs put in one group at most: the requests of one group answer together.
 MAX_GROUP = 256
@@ -60,7 +61,8 @@ class Submitter:
         """Put one job (already checked) on `category`'s submission tube; where it went,
         or the error `Producer.submit` would have raised."""
         future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(category, body, submission_id, future))
+        # The request's trace context is read here: the writer thread has none.
+        self._pending.append(_Job(category, with_traceparent(body), submission_id, future))
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._put_pending())
         # Shielded: a client that goes away does not cancel a put that may be under way.

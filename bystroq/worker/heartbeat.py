@@ -64,8 +64,8 @@ def version() -> str:
 
 def heartbeat_of(worker: Worker, state: WorkerState, interval_s: float,
                  started_at: float) -> Heartbeat:
-    """What `worker` is and runs now."""
-    leases = worker.keeper.leases()
+    """What `worker` is and runs now (jobs held ahead, not running yet, are not listed)."""
+    leases = worker.running()
     jobs = [HeldJob(submissionID=submission_id_of(lease.job.body), queueID=lease.job.id,
                     server=lease.job.server.name) for lease in leases[:MAX_LISTED_JOBS]]
     return Heartbeat(worker=worker.worker_id, host=socket.gethostname(), pid=os.getpid(),

@@ -1,5 +1,5 @@
-"""Keeping reservations alive: touch running jobs on a timer; stop a handler whose lease is
-lost or whose time limit passed."""
+"""Keeping reservations alive: touch held jobs (running, or reserved ahead and waiting their
+turn) on a timer; stop a handler whose lease is lost or whose time limit passed."""
 
 from __future__ import annotations
 
@@ -20,13 +20,21 @@ def touch_interval_s(ttr: int) -> float:
     return max(0.1, min(ttr / 3, ttr - 1.0))
 
 
+def _not_running(reason: BaseException) -> None:
+    """A lease's stop while its job waits its turn: the slot finds `stopped` when it gets
+    to the job and acts on it (a cancel, a lost lease, a shutdown) without running it."""
+
+
 @dataclass(eq=False)
 class Lease:
-    """One running job's reservation, and how to stop its handler."""
+    """One held job's reservation, and how to stop its handler once it runs."""
 
     job: Reserved
     ttr: int
-    stop: Callable[[BaseException], None]
+    stop: Callable[[BaseException], None] = _not_running
+    attempt: int = 1
+    # False while the job waits its turn in its slot: no time limit runs yet.
+    running: bool = False
     timeout_s: float | None = None
     touched_at: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.monotonic)
@@ -104,6 +112,9 @@ class LeaseKeeper:
     def __init__(self, tick_s: float = 0.1, touch_interval_s: float | None = None) -> None:
         self.tick_s = tick_s
         self.touch_interval_s = touch_interval_s
+        # Called every tick (a slot sends what its connections hold back while a handler
+        # runs, and reads what its other servers answered).
+        self.tending: list[Callable[[], None]] = []
         self._leases: set[Lease] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -116,6 +127,11 @@ class LeaseKeeper:
         # the job's thread a GIL hand-over.
         with self._lock:
             self._leases.add(lease)
+        if self._thread is None:
+            self._start()
+
+    def start(self) -> None:
+        """Start ticking now (a worker's run does, so its slots are tended from the start)."""
         if self._thread is None:
             self._start()
 
@@ -146,12 +162,18 @@ class LeaseKeeper:
             for lease in leases:
                 if lease.stopped is not None or lease.done:
                     continue
-                if lease.timeout_s is not None and now - lease.started_at > lease.timeout_s:
+                if (lease.running and lease.timeout_s is not None
+                        and now - lease.started_at > lease.timeout_s):
                     lease.halt(JobTimeout(f"handler ran past its timeout of {lease.timeout_s}s"))
                 elif now - lease.touched_at >= (
                     self.touch_interval_s or touch_interval_s(lease.ttr)
                 ):
                     lease.touch()
+            for tend in list(self.tending):
+                try:
+                    tend()
+                except Exception:
+                    self.log.exception("tending a slot's connections failed")
             self._wake.wait(self.tick_s)  # set only by close()
 
     def close(self) -> None:

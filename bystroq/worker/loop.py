@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import structlog
 
@@ -43,15 +42,13 @@ from bystroq.servers import (
 )
 from bystroq.worker.control import ControlListener, QuietRequest, WorkerRequest
 from bystroq.worker.heartbeat import DEFAULT_INTERVAL_S, HeartbeatSender, heartbeat_of
-from bystroq.worker.lease import LeaseKeeper
+from bystroq.worker.lease import Lease, LeaseKeeper
 from bystroq.worker.observe import NoObserver, WorkerObserver
 from bystroq.worker.outcome import Outcome
 from bystroq.worker.policy import RetryPolicy
 from bystroq.worker.runners import Runner
 from bystroq.worker.slot import Slot
-
-# How often a running worker logs its rate and outcomes at info (one line a job is debug).
-SUMMARY_INTERVAL_S = 10.0
+from bystroq.worker.summary import Summary
 
 
 @dataclass(frozen=True)
@@ -129,20 +126,20 @@ class Worker:
     # -- one job at a time, in the caller's thread -------------------------------------
 
     def step(self, wait_s: float = 0) -> Outcome:
-        """Reserve one job (waiting up to `wait_s`) and handle it."""
+        """Reserve one job (waiting up to `wait_s`), handle it and settle what it sent."""
         slot = self._slot(0)
         asked = time.monotonic()
-        job = slot.reserve(wait_s)
+        job = slot.reserve(wait_s, most=1)
         self.observer.reserve_waited(time.monotonic() - asked, job is not None)
         if job is None:
-            self.counts[Outcome.NONE] += 1
-            return slot.flush() or Outcome.NONE
+            self.count(Outcome.NONE)
+            return Outcome.NONE
         try:
             outcome = slot.process(job)
         finally:
             self.observer.job_left()
-        self._tally(outcome)
-        return slot.flush() or outcome
+        slot.flush()
+        return job.outcome or outcome
 
     # -- the long-running loop ---------------------------------------------------------
 
@@ -152,12 +149,13 @@ class Worker:
         Returns 0, or 1 if a slot stopped on an unexpected error.
         """
         restore = self._install_signals()
+        self.keeper.start()  # it also sends what slots hold back while a handler runs
         control = ControlListener(self.servers, self.worker_id, self.cancel,
                                   self.health, self._on_request).start()
         self._heartbeat = self._start_heartbeat()
         self.log.info("worker started", concurrency=self.concurrency, isolation=self.isolation,
                       servers=[s.name for s in self.servers])
-        summary = _Summary(self.log, self.counts)
+        summary = Summary(self.log, self.counts)
         threads = [
             threading.Thread(target=self._slot_loop, args=(self._slot(i),),
                              name=f"bystroq-slot-{i}", daemon=True)
@@ -222,12 +220,12 @@ class Worker:
         """A quiet or stop request from the control tube."""
         if isinstance(request, QuietRequest):
             self.log.info("quiet: no more jobs taken; running jobs finish",
-                          reason=request.reason, running=len(self.keeper.leases()))
+                          reason=request.reason, running=len(self.running()))
             self.quiet()
         else:
             self.log.info("stopping: finishing running jobs", reason=request.reason,
                           drain_timeout_s=self.options.drain_timeout_s,
-                          running=len(self.keeper.leases()))
+                          running=len(self.running()))
             self.stop()
 
     def _start_heartbeat(self) -> HeartbeatSender | None:
@@ -270,7 +268,7 @@ class Worker:
             if self._signals_seen == 1:
                 self.log.info("stopping: finishing running jobs", signal=name,
                               drain_timeout_s=self.options.drain_timeout_s,
-                              running=len(self.keeper.leases()))
+                              running=len(self.running()))
                 self.stop()
             else:
                 self.log.warning("second signal: stopping now, releasing running jobs",
@@ -281,9 +279,9 @@ class Worker:
     def _slot_loop(self, slot: Slot) -> None:
         try:
             while not self._stopping.is_set():
-                if not self._claim():
+                if not self._begin_reserve(slot):
                     if self._quiet and not self.options.burst:
-                        slot.flush()  # a completed event still owed goes now
+                        slot.flush()  # held jobs go back, what is owed goes now
                         self._stopping.wait(0.1)  # quiet until stopped
                         continue
                     return
@@ -293,23 +291,19 @@ class Worker:
                     job = slot.reserve(wait_s)
                     self.observer.reserve_waited(time.monotonic() - asked, job is not None)
                 except Exception:
-                    self._unclaim()
                     self.log.exception("slot stopped on an unexpected error while reserving; "
                                        "its connections are closed so its jobs go back")
                     slot.drop_connections()
                     self._crashed = True
                     return
-                except BaseException:
-                    self._unclaim()
-                    raise
+                finally:
+                    self._end_reserve()
                 if job is None:
-                    self._unclaim()
                     if self.options.burst:
                         return
                     continue
-                self._unclaim(took_job=True)
                 try:
-                    outcome = slot.process(job)
+                    slot.process(job)
                 except Exception:
                     # A bug, not a job's failure: drop the connection so that the server
                     # gives the job out again, and stop this slot loudly.
@@ -320,45 +314,58 @@ class Worker:
                     return
                 finally:
                     self.observer.job_left()
-                self._tally(outcome)
         finally:
             slot.flush()
 
-    def _tally(self, outcome: Outcome) -> None:
-        """Count what a slot's step did. The observer hears of a completed job only once
-        its completed event is stored (`completed_stored`), or of what it became instead
-        (`recount`)."""
+    def count(self, outcome: Outcome) -> None:
+        """One job's outcome (a slot counts each job once, when its outcome is known: for a
+        completed job, once its completed event is stored); the observer hears of it too."""
         with self._lock:
             self.counts[outcome] += 1
-        if outcome is not Outcome.COMPLETED:
+        if outcome is not Outcome.NONE:
             self.observer.finished(outcome)
 
-    def completed_stored(self) -> None:
-        """A completed job's event is stored: the job counts as completed."""
-        self.observer.finished(Outcome.COMPLETED)
-
-    def recount(self, counted: Outcome, actual: Outcome) -> None:
-        """A job counted as `counted` turned out `actual` (its deferred event failed)."""
+    def claimable(self, wanted: int) -> int:
+        """How many of `wanted` jobs may still be taken (none once quiet; `max_jobs`)."""
         with self._lock:
-            self.counts[counted] -= 1
-            self.counts[actual] += 1
-        self.observer.finished(actual)
+            if self._quiet:
+                return 0
+            if self.options.max_jobs is None:
+                return wanted
+            return max(0, min(wanted, self.options.max_jobs - self._claimed))
 
-    def _claim(self) -> bool:
-        """Whether a slot may reserve (counted as reserving until `_unclaim` or a job)."""
+    def _begin_reserve(self, slot: Slot) -> bool:
+        """Whether `slot` may take a job (one held ahead, or one more under `max_jobs`);
+        it counts as reserving until `_end_reserve`."""
         with self._lock:
-            if self._quiet or (self.options.max_jobs is not None
-                               and self._claimed >= self.options.max_jobs):
+            if self._quiet or not (slot.intake.ahead or self.options.max_jobs is None
+                                   or self._claimed < self.options.max_jobs):
                 return False
-            self._claimed += 1
             self._reserving += 1
             return True
 
-    def _unclaim(self, took_job: bool = False) -> None:
+    def _end_reserve(self) -> None:
         with self._lock:
             self._reserving -= 1
-            if not took_job:
-                self._claimed -= 1
+
+    def claim(self) -> bool:
+        """Take one job that came, unless quiet or `max_jobs` were taken (jobs held ahead
+        count, until given back)."""
+        with self._lock:
+            if self._quiet or (self.options.max_jobs is not None
+                               and self._claimed >= self.options.max_jobs):
+                return False  # one that came all the same is given back
+            self._claimed += 1
+            return True
+
+    def unclaim(self) -> None:
+        """A job claimed was given back unrun, or never came."""
+        with self._lock:
+            self._claimed -= 1
+
+    def running(self) -> list[Lease]:
+        """The leases of the jobs whose handlers run now (not those held ahead)."""
+        return [lease for lease in self.keeper.leases() if lease.running and not lease.done]
 
     def _slot(self, index: int) -> Slot:
         while len(self._slots) <= index:
@@ -381,32 +388,3 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Summary:
-    """The worker's info line every SUMMARY_INTERVAL_S: jobs a second and outcomes since
-    the last one (failures are logged one by one as they happen)."""
-
-    def __init__(self, log: Any, counts: Counter[Outcome]) -> None:
-        self.log, self.counts = log, counts
-        self.started = self.at = time.monotonic()
-        self.last: Counter[Outcome] = Counter()
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self.at < SUMMARY_INTERVAL_S:
-            return
-        since = Counter(self.counts)
-        since.subtract(self.last)
-        jobs = sum(v for k, v in since.items() if k is not Outcome.NONE)
-        if jobs:
-            self.log.info("jobs done", jobs=jobs, per_s=round(jobs / (now - self.at), 1),
-                          **{k.value: v for k, v in since.items() if v and k is not Outcome.NONE})
-        self.last, self.at = Counter(self.counts), now
-
-    def overall(self) -> dict[str, float]:
-        jobs = sum(v for k, v in self.counts.items() if k is not Outcome.NONE)
-        elapsed = time.monotonic() - self.started
-        return {"per_s": round(jobs / elapsed, 1)} if jobs and elapsed > 0 else {}
-
-

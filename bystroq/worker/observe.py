@@ -1,10 +1,13 @@
 """What a worker tells whoever watches it (metrics): the `WorkerObserver` Protocol, and
 `NoObserver`, which does nothing.
 
-Every call is made in the worker's own process (the parent, with `--isolation process`)
-from the slot that holds the job, so several slots and child processes are counted once
-each. A completed job is reported when its completed event is stored (not when its handler
-returned), so a job whose event could not be stored counts only as what it became.
+Every call is made in the worker's own process (the parent, with `--isolation process`),
+so several slots and child processes are counted once each: from the slot that holds the
+job, except `finished` for an outcome a server's reply settles, made by whichever thread
+read the reply (the slot, or the lease keeper's tick while a handler runs). A completed job
+is reported when its completed event is stored (not when its handler returned), so a job
+whose event could not be stored counts only as what it became. Jobs reserved ahead and
+given back unrun are neither taken nor finished.
 """
 
 from __future__ import annotations

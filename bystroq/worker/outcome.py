@@ -1,11 +1,10 @@
-"""What a slot holds and what one step did: a job taken (with when it was asked for), a
-completed job whose event is still to be put, and the Outcome of a step."""
+"""What a slot holds and what one step did: a job taken (with when it was asked for, its
+lease once its stats are known, and its outcome once it is settled), and the Outcome."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 from bystroq.servers import (
     Reserved,
@@ -27,22 +26,13 @@ class Outcome(str, enum.Enum):
     LOST = "lost"  # the reservation was lost; nothing reported
 
 
-@dataclass
+@dataclass(eq=False)
 class Taken(Reserved):
     """A job a slot reserved, and when it asked for it: a lease's age counts from before
     the reserve command was written (the server's TTR clock starts later, never earlier)."""
 
     asked_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Deferred:
-    """A completed job whose event is still to be put (with the slot's next command)."""
-
-    lease: Lease
-    body: bytes
-    log: Any
-
-    @property
-    def job(self) -> Reserved:
-        return self.lease.job
+    lease: Lease | None = None
+    age: int = 0  # seconds since it was put, when its stats were read (the server's `age`)
+    # Set once, when the job's outcome is known (for a completed job: its event stored).
+    outcome: Outcome | None = None

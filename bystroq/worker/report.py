@@ -38,7 +38,7 @@ from bystroq.servers import (
 from bystroq.worker.decide import Decision, Disposition, Verdict
 from bystroq.worker.execute import Execution
 from bystroq.worker.lease import Lease
-from bystroq.worker.outcome import Deferred, Outcome
+from bystroq.worker.outcome import Outcome
 
 if TYPE_CHECKING:
     from bystroq.worker.loop import Worker
@@ -52,7 +52,6 @@ class Reporting:
 
     worker: Worker
     conns: list[Connection]
-    _strays: list[tuple[Connection, int]]
 
     def _failed(
         self, lease: Lease, data: Any, execution: Execution, error: BaseException | None,
@@ -88,6 +87,9 @@ class Reporting:
     def _too_big(self, conn: Connection, body: bytes, what: str) -> JobTooBig | None:
         """Why an event cannot be put on the job's server, if it is larger than the server's
         max-job-size (the put would be refused, and retrying makes the same event)."""
+        known = conn.known_max_job_size
+        if known is not None and len(body) <= known:
+            return None
         with conn.lock:
             try:
                 limit = conn.max_job_size()  # asked once per connection
@@ -108,21 +110,6 @@ class Reporting:
             return default_failed_msg_fn(data, queue_id, exc)
 
     # -- talking to the server the job came from ---------------------------------------
-
-    def _still_ours(self, deferred: Deferred) -> bool:
-        """Whether a deferred completed event may be put now (the caller holds the lock and
-        writes it next); if not, the job was lost and it is counted so."""
-        try:
-            if deferred.job.held:
-                _ = deferred.job.conn.client  # replies still owed are read before the check
-        except CONNECTION_ERRORS as exc:
-            deferred.job.conn.failed(exc)  # the server releases the job
-        self._retract_strays()  # a started event the owed replies just showed stray
-        if deferred.lease.confirm():
-            return True
-        deferred.log.warning("lease lost before the completed event: nothing reported")
-        self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
-        return False
 
     def _put(self, lease: Lease, body: bytes, log: Any) -> bool:
         """Put an event; on a server refusal the job is released to be tried later."""
@@ -153,9 +140,10 @@ class Reporting:
                 return False
             return True
 
-    def _put_unanswered(self, lease: Lease, body: bytes, log: Any) -> bool:
-        """Put an event without waiting for the reply (read before the connection's next
-        command): the started event costs no round trip. False if the job is not ours."""
+    def _put_unanswered(self, lease: Lease, body: bytes, log: Any, send: bool = True) -> bool:
+        """Put an event without waiting for the reply (read with the connection's next
+        command): the started event costs no round trip. Written now if `send`, else with
+        the connection's next write. False if the job is not ours."""
         conn = lease.job.conn
         with conn.lock:
             if not lease.confirm():
@@ -170,13 +158,14 @@ class Reporting:
             def on_put(reply: Reply) -> None:
                 if reply.status != b"INSERTED":
                     log.error("started event not stored", error=reply.status.decode())
-                elif held == [False]:  # deleted with the slot's next command
-                    self._strays.append((conn, int(reply.values[0])))
+                elif held == [False]:  # deleted with the connection's next write
+                    self._queue_retract(lease.job, reply, log, "started")
 
             try:
                 conn.queue(lease.touch_command(), on_touch)
                 conn.queue(put_command(body), on_put)
-                conn.flush()
+                if send:
+                    conn.flush()
             except CONNECTION_ERRORS as exc:
                 conn.failed(exc)  # the server releases the job when the connection closes
                 log.warning("event not stored: connection lost", error=str(exc))
@@ -197,13 +186,14 @@ class Reporting:
             log.error("could not delete an event stored after the job was lost",
                       eventID=event_id, error=str(exc))
 
-    def _retract_strays(self) -> None:
-        """Delete the started events found stored after their job was lost."""
-        while self._strays:
-            conn, event_id = self._strays.pop()
-            with conn.lock:
-                self._retract(conn, Reply(b"INSERTED", [b"%d" % event_id], None),
-                              self.worker.log, "started")
+    def _queue_retract(self, job: Reserved, put: Reply, log: Any, what: str) -> None:
+        """`_retract` from a reply's callback: the delete goes with the connection's next
+        write."""
+        if put.status != b"INSERTED":
+            return
+        event_id = int(put.values[0])
+        log.warning(f"{what} event arrived after the job was lost: deleted", eventID=event_id)
+        job.conn.queue(b"delete %d\r\n" % event_id)
 
     def _report(self, lease: Lease, message: Any, action: Disposition, log: Any,
                 delay: int = 0) -> bool:

@@ -1,15 +1,17 @@
-"""A slot: one job at a time, reserved over its own connections, run by its runner, its
-completed event put with the next reserve and its delete with the command after that."""
+"""A slot: jobs run one at a time, taken from its intake (reserved in batches), run by its
+runner, their events pipelined: a started event is written without waiting for its answer,
+a completed one goes with the slot's next write, and the job's delete with the write after
+its event's answer (never before the event is stored). Outcomes are counted once, where
+they become known: in the answer to a completed event, or at once for the rest."""
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import greenstalk
-
+from bystroq.beanstalk import framing
 from bystroq.errors import (
     Cancelled,
     DecodeError,
@@ -33,24 +35,18 @@ from bystroq.messages import (
 from bystroq.progress import ProgressPublisher
 from bystroq.servers import (
     CONNECTION_ERRORS,
-    Connection,
     Reply,
-    Reserved,
     connections,
-    delete_then_reserve,
     exchange,
     expect,
-    job_reserves_ttr_pri,
     put_command,
-    read_reply,
-    reserved_job,
-    send,
 )
 from bystroq.tracing import job_span, traceparent_of
 from bystroq.worker.decide import Decision, Disposition, Verdict, decide
 from bystroq.worker.execute import Execution
+from bystroq.worker.intake import Intake
 from bystroq.worker.lease import Lease
-from bystroq.worker.outcome import Deferred, Outcome, Taken
+from bystroq.worker.outcome import Outcome, Taken
 from bystroq.worker.policy import exception_names
 from bystroq.worker.report import REPORT_RETRY_DELAY_S, JobLog, Reporting
 from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
@@ -58,13 +54,10 @@ from bystroq.worker.runners import InlineRunner, ProcessRunner, Runner
 if TYPE_CHECKING:
     from bystroq.worker.loop import Worker
 
-# With several servers, the longest wait between looks at them while none has a job.
-MULTI_SERVER_POLL_MAX_S = 0.1
-
 
 class Slot(Reporting):
     """One job at a time: its own connection per server (jobs are bound to the connection
-    that reserved them) and its own runner."""
+    that reserved them), its own intake and its own runner."""
 
     def __init__(self, worker: Worker, index: int) -> None:
         self.worker = worker
@@ -79,177 +72,66 @@ class Slot(Reporting):
             else ProcessRunner(worker.listener) if worker.isolation == "process"
             else InlineRunner(worker.listener)
         )
-        self._next = 0
-        # A completed job whose event is not yet put: it goes with the next reserve.
-        self._deferred: Deferred | None = None
-        # A job whose completed event is stored: its delete goes with the next command.
-        self._pending_delete: Reserved | None = None
-        # Started events the server stored after their job was lost: to be deleted.
-        self._strays: list[tuple[Connection, int]] = []
+        self.intake = Intake(worker, self.conns, self._count)
+        # The last job whose completed event was queued: `flush` says if it was not stored.
+        self._last_completed: Taken | None = None
+        worker.keeper.tending.append(self.intake.tend)
 
-    # -- reserving ---------------------------------------------------------------------
+    # -- taking and settling -----------------------------------------------------------
 
-    def reserve(self, wait_s: float) -> Taken | None:
-        """The next job from any server, waiting up to `wait_s` (0: only what is ready)."""
-        self._retract_strays()
-        deadline = time.monotonic() + wait_s
-        single = len(self.conns) == 1
-        pause = 0.005
-        while True:
-            for i in range(len(self.conns)):
-                conn = self.conns[(self._next + i) % len(self.conns)]
-                if not conn.ready():
-                    continue
-                timeout = math.ceil(max(0.0, deadline - time.monotonic())) if single else 0
-                with conn.lock:
-                    asked_at = time.monotonic()
-                    try:
-                        job = self._reserve_on(conn, timeout)
-                    except CONNECTION_ERRORS as exc:
-                        conn.failed(exc)
-                        continue
-                    if job is None:
-                        continue
-                self._next = (self._next + i + 1) % len(self.conns)
-                return Taken(job.id, job.body, conn, conn.generation, asked_at=asked_at)
-            now = time.monotonic()
-            if now >= deadline or self.worker.stopping:
-                return None
-            if single and self.conns[0].ready():
-                continue
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, MULTI_SERVER_POLL_MAX_S)
+    def reserve(self, wait_s: float, most: int | None = None) -> Taken | None:
+        """The next job held (reserving a batch of up to `most` first if none is), waiting
+        up to `wait_s` for one (0: only what is ready)."""
+        return self.intake.take(wait_s, most)
 
-    def _reserve_on(self, conn: Connection, timeout: int) -> greenstalk.Job[bytes] | None:
-        """Reserve over `conn`; what is owed on it (a completed event, a delete) rides along.
-
-        A deferred completed event is put together with `reserve-with-timeout 0`; the
-        delete waits until the event's reply says it is stored. Only when no job is ready
-        does the slot wait, with the delete sent in the same write as the waiting reserve.
-        """
-        deferred = self._deferred
-        if deferred is not None and deferred.job.conn is conn:
-            self._deferred = None
-        if deferred is not None and deferred.job.conn is conn and self._still_ours(deferred):
-            sent_at = time.monotonic()
-            try:
-                send(conn, [deferred.lease.touch_command(), put_command(deferred.body),
-                            b"reserve-with-timeout 0\r\n"])
-                touch, put = read_reply(conn), read_reply(conn)
-            except CONNECTION_ERRORS:
-                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)  # it runs again
-                raise
-            try:
-                reserve = read_reply(conn)
-            except CONNECTION_ERRORS:
-                if put[0] == b"INSERTED":  # stored: the delete is still owed (a new
-                    self._completed_put(deferred, touch, put, sent_at)  # connection can)
-                else:
-                    self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
-                raise
-            # All replies read: a release or a retraction may follow.
-            self._completed_put(deferred, touch, put, sent_at)
-            job = reserved_job(reserve)
-            if job is not None:
-                return job
-        elif deferred is not None and deferred.job.conn is not conn:
-            self._flush_deferred()
-        pending, self._pending_delete = self._pending_delete, None
-        if pending is not None and pending.conn is conn:
-            deleted, job = delete_then_reserve(conn, pending.id, timeout)
-            if not deleted:
-                self._delete_missed(pending)
-            return job
-        if pending is not None:
-            with pending.conn.lock:
-                self._job_command(pending, Disposition.DELETE, self.worker.log)
-        (reply,) = exchange(conn, [b"reserve-with-timeout %d\r\n" % timeout])
-        return reserved_job(reply)
-
-    def _completed_put(self, deferred: Deferred, touch: Reply, reply: Reply,
-                       sent_at: float) -> Outcome:
-        """The replies to the deferred completed event and the touch before it: stored by
-        the holder, so the delete is owed; refused, so the job is released to be tried later
-        (the outcome counted becomes RELEASED); stored after the job was lost, so deleted."""
-        job, log = deferred.job, deferred.log
-        if not deferred.lease.touched(touch[0], sent_at):
-            self._retract(job.conn, reply, log, "completed")
-            self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
-            return Outcome.LOST
-        if reply[0] == b"INSERTED":
-            self._pending_delete = job
-            self.worker.completed_stored()
-            log.debug("job completed",
-                     duration_s=round(time.monotonic() - deferred.lease.started_at, 6))
-            return Outcome.COMPLETED
-        log.error("event not stored: job released for later", error=reply[0].decode(),
-                  delay_s=REPORT_RETRY_DELAY_S)
-        self._job_command(job, Disposition.RELEASE, log, REPORT_RETRY_DELAY_S)
-        self.worker.recount(Outcome.COMPLETED, Outcome.RELEASED)
-        return Outcome.RELEASED
-
-    def _flush_deferred(self) -> Outcome | None:
-        """Put a deferred completed event on its own (its connection is not the next one)."""
-        deferred, self._deferred = self._deferred, None
-        if deferred is None:
-            return None
-        conn = deferred.job.conn
-        with conn.lock:
-            if not self._still_ours(deferred):
-                return Outcome.LOST
-            sent_at = time.monotonic()
-            try:
-                touch, reply = exchange(conn, [deferred.lease.touch_command(),
-                                               put_command(deferred.body)])
-            except CONNECTION_ERRORS as exc:
-                conn.failed(exc)  # the server releases the job when the connection closes
-                deferred.log.warning("event not stored: connection lost", error=str(exc))
-                self.worker.recount(Outcome.COMPLETED, Outcome.LOST)
-                return Outcome.LOST
-            return self._completed_put(deferred, touch, reply, sent_at)
+    def _count(self, job: Taken, outcome: Outcome) -> None:
+        """A job's outcome, known now: recorded on the job and counted, once."""
+        if job.outcome is None:
+            job.outcome = outcome
+            self.worker.count(outcome)
 
     def flush(self) -> Outcome | None:
-        """Put a deferred completed event and send the delete still owed; returns the
-        deferred job's outcome if it changed (the event could not be stored)."""
-        changed = self._flush_deferred()
-        self._retract_strays()
-        pending, self._pending_delete = self._pending_delete, None
-        if pending is not None:
-            with pending.conn.lock:
-                self._job_command(pending, Disposition.DELETE, self.worker.log)
-        return changed if changed is not Outcome.COMPLETED else None
-
-    def _delete_missed(self, job: Reserved) -> None:
-        self.worker.log.warning("delete after the event: job no longer ours", queueID=job.id)
+        """Give back the jobs held ahead, send what is held back and read every answer;
+        returns the last completed job's outcome if its event turned out not stored."""
+        self.intake.give_back()
+        for conn in self.conns:
+            with conn.lock:
+                try:
+                    while conn.owes:
+                        conn.settle()
+                except CONNECTION_ERRORS as exc:
+                    conn.failed(exc)  # the server gives the jobs out again
+        last, self._last_completed = self._last_completed, None
+        if last is None:
+            return None
+        if last.outcome is None:  # its answer never came: the job runs again elsewhere
+            self._count(last, Outcome.LOST)
+        return last.outcome if last.outcome is not Outcome.COMPLETED else None
 
     # -- handling one job --------------------------------------------------------------
 
     def process(self, job: Taken) -> Outcome:
-        """Validate, run and report one reserved job."""
-        worker, conn = self.worker, job.conn
-        pending = self._pending_delete
-        if pending is not None and pending.conn is not conn:
-            pending = None  # it goes with the next command on its own connection
-        try:
-            with conn.lock:
-                self._pending_delete = None if pending is not None else self._pending_delete
-                attempt, ttr, job.priority, age, deleted = job_reserves_ttr_pri(
-                    conn, job.id, delete_first=pending.id if pending is not None else None)
-            if pending is not None and not deleted:
-                self._delete_missed(pending)
-        except greenstalk.NotFoundError:
-            return Outcome.LOST
-        except CONNECTION_ERRORS as exc:
-            conn.failed(exc)
-            return Outcome.LOST
-        worker.observer.queue_waited(age)
+        """Validate, run and report one held job. Returns its outcome as known now: for a
+        completed job, COMPLETED while its event waits for the next write (`job.outcome`
+        and the worker's counts take the answer)."""
+        outcome = self._process(job)
+        if outcome is not Outcome.COMPLETED:
+            self._count(job, outcome)
+        return outcome
+
+    def _process(self, job: Taken) -> Outcome:
+        worker, conn, lease = self.worker, job.conn, job.lease
+        assert lease is not None
+        lease.stop = self.runner.stop
+        if lease.stopped is not None:
+            return self._stopped_ahead(job, lease)
+        worker.observer.queue_waited(job.age)
+        attempt = lease.attempt
         fields: dict[str, Any] = {"queueID": job.id, "attempt": attempt,
                                   "worker": worker.worker_id}
-        lease = Lease(job, ttr, self.runner.stop, timeout_s=worker.conf.timeout,
-                      touched_at=job.asked_at)
         capped = decide(attempt, worker.policy)  # before decoding (see bystroq.worker.decide)
         if capped is not None:
-            return self._give_up(lease, attempt, fields, capped)
+            return self._done(lease, self._give_up(lease, attempt, fields, capped))
         try:
             data = worker.decoder.decode(job.body)
         except DecodeError as exc:
@@ -260,7 +142,7 @@ class Slot(Reporting):
             message = self._failed_message(None, job.id, exc)
             self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
                          invalid.disposition, log)
-            return Outcome.INVALID
+            return self._done(lease, Outcome.INVALID)
         log = JobLog(worker.log, queueID=job.id, submissionID=data.submissionID, attempt=attempt)
         traceparent = traceparent_of(job.body)
         if traceparent is not None:  # the job's trace context goes on each of its events
@@ -275,19 +157,24 @@ class Slot(Reporting):
             message = self._failed_message(data, job.id, exc)
             self._report(lease, stamp(message, **fields, at=time.time(), seq=0),
                          Disposition.BURY, log)
-            return Outcome.FAILED
+            return self._done(lease, Outcome.FAILED)
         too_big = self._too_big(conn, started, "started")
         if too_big is not None:
-            return self._fail_at_once(lease, data, too_big, fields, 0, log)
-        if not self._put_unanswered(lease, started, log):
-            return Outcome.LOST
+            return self._done(lease, self._fail_at_once(lease, data, too_big, fields, 0, log))
+        # In a batch of several (handlers have been short), with the handler's progress
+        # going over this connection too (inline), the started event goes with the
+        # completed one's write (the keeper's tick sends it if this handler runs long);
+        # otherwise it is written now, ahead of anything a child process sends.
+        send = self.intake.last_batch <= 1 or not isinstance(self.runner, InlineRunner)
+        if not self._put_unanswered(lease, started, log, send=send):
+            return self._done(lease, Outcome.LOST)
         publisher = ProgressPublisher(
             job.server.host, job.server.port, worker.conf.events,
             ProgressMessage(submissionID=data.submissionID, **fields),
             sender=self._progress_sender(lease), wire=worker.wire,
         )
         lease.started_at = time.monotonic()
-        worker.keeper.add(lease)
+        lease.running = True
         error: BaseException | None
         try:
             with job_span(traceparent, worker.category, job.id, attempt,
@@ -296,27 +183,27 @@ class Slot(Reporting):
                 span.failed(execution.error)
         except LeaseLost as exc:
             log.warning("lease lost: nothing reported for this attempt", reason=str(exc))
-            return Outcome.LOST
+            return self._done(lease, Outcome.LOST)
         except ShuttingDown as exc:
-            return self._release(job, log, str(exc))
+            return self._done(lease, self._release(job, log, str(exc)))
         except Cancelled as exc:
             message = CancelledJobMessage(submissionID=data.submissionID, reason=str(exc))
             seq = publisher.last_seq + 1
             self._report(lease, stamp(message, **fields, at=time.time(), seq=seq),
                          Disposition.DELETE, log)
             log.info("job cancelled", reason=str(exc))
-            return Outcome.CANCELLED
+            return self._done(lease, Outcome.CANCELLED)
         except (JobTimeout, HandlerDied) as exc:
             execution, error = Execution(error=describe(exc), error_names=exception_names(exc),
                                          last_seq=publisher.last_seq), exc
         finally:
-            worker.keeper.remove(lease)
+            self.intake.batch.ran(time.monotonic() - lease.started_at)
             with conn.lock:
                 lease.done = True
             worker.observer.handler_ran(time.monotonic() - lease.started_at)
         if isinstance(lease.stopped, LeaseLost) or not lease.confirm():
             log.warning("lease lost: nothing reported for this attempt")
-            return Outcome.LOST
+            return self._done(lease, Outcome.LOST)
         too_big = (None if execution.completed is None
                    else self._too_big(conn, execution.completed, "completed"))
         decision = decide(attempt, worker.policy, decoded=True, execution=execution,
@@ -324,13 +211,83 @@ class Slot(Reporting):
         assert decision is not None
         if decision.verdict is Verdict.COMPLETED:
             assert execution.completed is not None
-            # The event goes with the next reserve, the delete with the command after it,
-            # once the event is stored: two round trips a job instead of four.
-            self._deferred = Deferred(lease, execution.completed, log)
-            return Outcome.COMPLETED
+            return self._done(lease, self._queue_completed(job, lease, execution.completed,
+                                                           log))
         if too_big is not None:  # trying again would make the same result: no retry
-            return self._fail_at_once(lease, data, too_big, fields, execution.last_seq, log)
-        return self._failed(lease, data, execution, error, fields, log, decision)
+            return self._done(lease, self._fail_at_once(lease, data, too_big, fields,
+                                                        execution.last_seq, log))
+        return self._done(lease, self._failed(lease, data, execution, error, fields, log,
+                                              decision))
+
+    def _done(self, lease: Lease, outcome: Outcome) -> Outcome:
+        """The job's lease needs no more touches from the keeper."""
+        self.worker.keeper.remove(lease)
+        return outcome
+
+    def _stopped_ahead(self, job: Taken, lease: Lease) -> Outcome:
+        """A held job stopped before its turn: cancelled (reported, deleted), lost (nothing
+        to say) or shutting down (given back unrun)."""
+        reason = lease.stopped
+        log = JobLog(self.worker.log, queueID=job.id, attempt=lease.attempt)
+        if isinstance(reason, Cancelled) and lease.confirm():
+            submission_id = submission_id_of(job.body)
+            message: Any = (
+                InvalidJobMessage(queueID=job.id, reason=str(reason)) if submission_id is None
+                else CancelledJobMessage(submissionID=submission_id, reason=str(reason)))
+            self._report(lease, stamp(message, queueID=job.id, attempt=lease.attempt,
+                                      worker=self.worker.worker_id, at=time.time(), seq=0),
+                         Disposition.DELETE, log)
+            log.info("job cancelled before it ran", reason=str(reason))
+            return self._done(lease, Outcome.CANCELLED)
+        if isinstance(reason, ShuttingDown):
+            # Given back with the rest, unrun: settled without being counted (as every job
+            # held ahead and given back).
+            job.outcome = Outcome.RELEASED
+            self.intake.ahead.appendleft(job)
+            self.intake.give_back()
+            return Outcome.RELEASED
+        log.warning("lease lost before the job ran: nothing reported", reason=str(reason))
+        return self._done(lease, Outcome.LOST)
+
+    def _queue_completed(self, job: Taken, lease: Lease, body: bytes, log: Any) -> Outcome:
+        """Queue the completed event behind a touch, for the connection's next write. Its
+        answer settles the job: stored by the holder, the delete is queued and the job
+        counted completed; stored after the job was lost, the event is deleted; refused,
+        the job is released to be tried later."""
+        conn = job.conn
+        with conn.lock:
+            if not job.held:
+                log.warning("event not stored: the job's connection was lost")
+                return Outcome.LOST
+            sent_at = time.monotonic()
+            touched: list[bool] = []
+            conn.queue(lease.touch_command(),
+                       lambda reply: touched.append(lease.touched(reply.status, sent_at)))
+            conn.queue(put_command(body),
+                       functools.partial(self._on_completed, job, lease, log, touched))
+        self._last_completed = job
+        return Outcome.COMPLETED
+
+    def _on_completed(self, job: Taken, lease: Lease, log: Any, touched: list[bool],
+                      reply: Reply) -> None:
+        conn = job.conn
+        if touched != [True]:
+            self._queue_retract(job, reply, log, "completed")
+            self._count(job, Outcome.LOST)
+        elif reply.status == b"INSERTED":
+            conn.queue(framing.delete(job.id), functools.partial(self._on_delete, job))
+            self._count(job, Outcome.COMPLETED)
+            log.debug("job completed", duration_s=round(time.monotonic() - lease.started_at, 6))
+        else:
+            log.error("event not stored: job released for later",
+                      error=reply.status.decode(), delay_s=REPORT_RETRY_DELAY_S)
+            conn.queue(framing.release(job.id, job.priority, REPORT_RETRY_DELAY_S))
+            self._count(job, Outcome.RELEASED)
+
+    def _on_delete(self, job: Taken, reply: Reply) -> None:
+        if reply.status != b"DELETED":
+            self.worker.log.warning("delete after the event: job no longer ours",
+                                    queueID=job.id, answer=reply.status.decode())
 
     def _give_up(self, lease: Lease, attempt: int, fields: dict[str, Any],
                  decision: Decision) -> Outcome:
@@ -374,13 +331,18 @@ class Slot(Reporting):
 
     def drop_connections(self) -> None:
         """Close every connection (the server gives their reserved jobs out again)."""
-        self._deferred = self._pending_delete = None
+        for job in self.intake.ahead:
+            if job.lease is not None:
+                self.worker.keeper.remove(job.lease)
+        self.intake.ahead.clear()
         for conn in self.conns:
             with conn.lock:
                 conn.failed(RuntimeError("slot stopped"))
 
     def close(self) -> None:
         self.flush()
+        if self.intake.tend in self.worker.keeper.tending:
+            self.worker.keeper.tending.remove(self.intake.tend)
         self.runner.close()
         for conn in self.conns:
             with conn.lock:
