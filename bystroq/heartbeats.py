@@ -20,8 +20,8 @@ import msgspec
 import structlog
 
 from bystroq.config import LoadedConfig
+from bystroq.control import Heartbeat, heartbeat_tube
 from bystroq.errors import StoreUnavailable
-from bystroq.messages import Heartbeat, heartbeat_tube
 from bystroq.records.store import EventWriter
 from bystroq.servers import (
     CONNECTION_ERRORS,

@@ -3,7 +3,8 @@
 Job data is a Struct subclassing `BaseMessage`. Events carry `event` and the
 submission's id; bystroq's extension fields (queueID, attempt, worker, at, seq,
 traceparent) are optional and left out of the JSON when unset, so Bystro consumers keep
-working. Workers also put Heartbeats on a tube of their own (`heartbeat_tube`).
+working. What workers and operators say to each other (heartbeats, control requests) is in
+bystroq.control.
 Ids are read in both generations of Bystro's wire (`submissionID`/`queueID` and camelCase
 `submissionId`/`queueId`) and written in the one `encode` is given (config.Wire).
 """
@@ -12,10 +13,9 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import re
 import types
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -151,47 +151,6 @@ class CancelledJobMessage(EventMessage, frozen=True, kw_only=True, tag="cancelle
     @property
     def event(self) -> Event:
         return Event.CANCELLED
-
-
-WorkerState = Literal["running", "quiet", "stopping", "stopped"]
-HEARTBEAT_PREFIX = "bystroq.workers."
-
-
-class HeldJob(msgspec.Struct, frozen=True, kw_only=True):
-    """A job a worker runs now: its submission, and its place on a server."""
-
-    submissionID: SubmissionID | None
-    queueID: int
-    server: str
-
-
-class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
-    """A worker's announcement, put every `intervalS` on its category's heartbeat tube
-    (`heartbeat_tube`), and once more as `stopped` when it exits cleanly."""
-
-    worker: str
-    host: str
-    pid: int
-    category: str
-    state: WorkerState
-    slotsBusy: int
-    slotsTotal: int
-    isolation: str
-    version: str
-    startedAt: float
-    at: float
-    intervalS: float
-    jobs: list[HeldJob] = []
-
-
-def heartbeat_tube(submission_tube: str) -> str:
-    """The tube a category's workers beat on: one per category, so a consumer hears the
-    workers of the categories it records (a name too long for a tube is hashed)."""
-    name = HEARTBEAT_PREFIX + submission_tube
-    if len(name.encode()) <= 200:
-        return name
-    return HEARTBEAT_PREFIX + hashlib.blake2b(submission_tube.encode(),
-                                              digest_size=16).hexdigest()
 
 
 M = TypeVar("M", bound=msgspec.Struct)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bystroq.config import LoadedConfig
-from bystroq.messages import Heartbeat, HeldJob
+from bystroq.control import Heartbeat, HeldJob, control_tube
 from bystroq.ops.batches import create_batch
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.producer import Producer
@@ -23,7 +23,6 @@ from bystroq.records import Store, open_store
 from bystroq.testing import config_for, wait_until
 from bystroq.web import WebSettings, create_app
 from bystroq.worker import Worker, WorkerOptions
-from bystroq.worker.control import control_tube
 from tests.conftest import Tubes
 from tests.web_server import serving
 

@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from bystroq import Producer, Worker, WorkerOptions
 from bystroq.config import LoadedConfig
 from bystroq.consumer import Consumer
-from bystroq.messages import Heartbeat, HeldJob, encode, heartbeat_tube
+from bystroq.control import Heartbeat, HeldJob, QuietRequest, decode_request, heartbeat_tube
+from bystroq.messages import encode
 from bystroq.ops.workers import list_workers
 from bystroq.records import Store
 from bystroq.records.views import worker_view
@@ -32,7 +33,6 @@ from bystroq.servers import servers_of
 from bystroq.testing import Beanstalkd, config_text, wait_until
 from bystroq.web import WebSettings, create_app, create_router
 from bystroq.web.embedded import IdleWorker
-from bystroq.worker.control import QuietRequest, decode_request
 from bystroq.worker.heartbeat import BEAT_PRIORITY, HeartbeatSender
 from tests.conftest import Invoke, Tubes
 from tests.web_server import client, serving

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import greenstalk
 
 from bystroq.config import parse_address
+from bystroq.control import CancelRequest, control_tube
 from bystroq.errors import BystroqError
 from bystroq.messages import encode
 from bystroq.records.model import FINAL_STATES
 from bystroq.records.store import RecordStore
 from bystroq.servers import Connection, Server
-from bystroq.worker.control import CancelRequest, control_tube
 
 
 class CancelResult(str, enum.Enum):

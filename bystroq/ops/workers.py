@@ -7,12 +7,12 @@ import enum
 import time
 
 from bystroq.config import LoadedConfig
+from bystroq.control import QuietRequest, StopRequest, control_tube
 from bystroq.errors import BystroqError, ServersUnavailable, UnknownWorker
 from bystroq.messages import encode
 from bystroq.records.store import WorkerReader
 from bystroq.records.views import WorkerView, worker_view
 from bystroq.servers import CONNECTION_ERRORS, Connection, servers_of
-from bystroq.worker.control import QuietRequest, StopRequest, control_tube
 
 # A control message waits this long for its worker to take it (TTR once it is reserved).
 REQUEST_TTR_S = 60

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from bystroq.control import Heartbeat
 from bystroq.errors import BystroqError
-from bystroq.messages import Heartbeat
 from bystroq.records.batchstore import Batch, BatchState, Claim
 from bystroq.records.batchstore import Store as Store  # what open_store returns
 from bystroq.records.model import IncomingEvent, Record, TimelineEntry

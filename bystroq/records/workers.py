@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from bystroq.messages import Heartbeat, HeldJob
+from bystroq.control import Heartbeat, HeldJob
 from bystroq.records.database import Database, retry_conflicts
 from bystroq.records.rows import storable
 

@@ -1,12 +1,5 @@
-"""Requests to a running worker: each worker watches a control tube of its own.
-
-`bystroq cancel` puts a CancelRequest on `control_tube(worker_id)` on the server the job
-came from (the `worker` field of the job's started event names the worker). The worker
-finds the lease for that job and stops its handler; the slot then publishes `cancelled`
-and deletes the job. `bystroq workers quiet|stop` put a QuietRequest or StopRequest
-(tagged by `control`; a message without the tag is a CancelRequest) on one server: the
-worker watches its control tube on every server.
-"""
+"""The worker's side of its control tube (the requests are in bystroq.control): a thread
+that reads them on every server and acts on each."""
 
 from __future__ import annotations
 
@@ -18,58 +11,9 @@ import greenstalk
 import msgspec
 import structlog
 
+from bystroq.control import CancelRequest, WorkerRequest, control_tube, decode_request
 from bystroq.errors import Cancelled
 from bystroq.servers import CONNECTION_ERRORS, Connection, Server, ServerHealth, connections
-
-CONTROL_PREFIX = "bystroq.control."
-
-
-class CancelRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Stop the job `queueID` on this server, if this worker still runs it."""
-
-    queueID: int
-    submissionID: str | int | None = None
-    reason: str = "cancelled by request"
-
-
-class QuietRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="control",
-                   tag="quiet"):
-    """Stop reserving jobs; finish those running; keep beating (state `quiet`)."""
-
-    reason: str = "quieted by request"
-
-
-class StopRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="control",
-                  tag="stop"):
-    """Stop as on SIGTERM: stop reserving, let running jobs finish within the drain
-    timeout, then exit."""
-
-    reason: str = "stopped by request"
-
-
-WorkerRequest = QuietRequest | StopRequest
-
-
-class _Tagged(msgspec.Struct):
-    control: str | None = None
-
-
-_TAG = msgspec.json.Decoder(_Tagged)
-_CANCEL = msgspec.json.Decoder(CancelRequest)
-_WORKER_REQUEST = msgspec.json.Decoder(WorkerRequest)
-
-
-def decode_request(body: bytes) -> CancelRequest | WorkerRequest:
-    """A control message; msgspec.DecodeError (a ValidationError too) when it is none."""
-    if _TAG.decode(body).control is None:
-        cancel: CancelRequest = _CANCEL.decode(body)
-        return cancel
-    request: WorkerRequest = _WORKER_REQUEST.decode(body)
-    return request
-
-
-def control_tube(worker_id: str) -> str:
-    return f"{CONTROL_PREFIX}{worker_id}"
 
 
 class ControlListener:

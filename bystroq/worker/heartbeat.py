@@ -29,7 +29,8 @@ import msgspec
 import structlog
 
 from bystroq.beanstalk import framing
-from bystroq.messages import Heartbeat, HeldJob, WorkerState, encode, submission_id_of
+from bystroq.control import Heartbeat, HeldJob, WorkerState
+from bystroq.messages import encode, submission_id_of
 from bystroq.servers import (
     CONNECTION_ERRORS,
     Connection,

@@ -22,6 +22,7 @@ from types import FrameType
 import structlog
 
 from bystroq.config import LoadedConfig
+from bystroq.control import QuietRequest, WorkerRequest, WorkerState, heartbeat_tube
 from bystroq.errors import (
     ShuttingDown,
 )
@@ -30,17 +31,13 @@ from bystroq.listener import (
     check_importable,
     load_listener,
 )
-from bystroq.messages import (
-    JobDecoder,
-    WorkerState,
-    heartbeat_tube,
-)
+from bystroq.messages import JobDecoder
 from bystroq.servers import (
     Server,
     ServerHealth,
     servers_of,
 )
-from bystroq.worker.control import ControlListener, QuietRequest, WorkerRequest
+from bystroq.worker.control import ControlListener
 from bystroq.worker.heartbeat import DEFAULT_INTERVAL_S, HeartbeatSender, heartbeat_of
 from bystroq.worker.lease import Lease, LeaseKeeper
 from bystroq.worker.observe import NoObserver, WorkerObserver
