@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import greenstalk
+import httpx
 import msgspec
 import pytest
 from click.testing import CliRunner
@@ -88,6 +89,31 @@ class Tubes:
 @pytest.fixture
 def tubes(server: Beanstalkd) -> Tubes:
     return Tubes(server.address)
+
+
+@pytest.fixture
+def web_config(server: Beanstalkd, prefix: str, records_url: str) -> LoadedConfig:
+    """This test's tubes and records store, for the web side."""
+    return config_for([server.address], prefix=prefix, records=records_url)
+
+
+@pytest.fixture
+def base_url(web_config: LoadedConfig) -> Iterator[str]:
+    """`create_app(web_config)` served by a real uvicorn on a free port."""
+    from bystroq.web import create_app
+    from tests.web_server import serving
+
+    with serving(create_app(web_config)) as url:
+        yield url
+
+
+@pytest.fixture
+def http(base_url: str) -> Iterator[httpx.Client]:
+    """A client of `base_url`."""
+    from tests.web_server import client
+
+    with client(base_url) as c:
+        yield c
 
 
 def total_puts(server: Beanstalkd, tube: str) -> int:

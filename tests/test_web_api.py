@@ -3,11 +3,9 @@ problems, OpenAPI, submissions (submit, list with cursors, get, cancel, retry)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
-import pytest
 
 from bystroq.config import LoadedConfig
 from bystroq.ops.consume import ConsumeAndFeed
@@ -19,23 +17,6 @@ from tests.conftest import Tubes
 from tests.web_server import client, serving
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def web_config(server: object, prefix: str, records_url: str) -> LoadedConfig:
-    return config_for([server.address], prefix=prefix, records=records_url)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def base_url(web_config: LoadedConfig) -> Iterator[str]:
-    with serving(create_app(web_config)) as url:
-        yield url
-
-
-@pytest.fixture
-def http(base_url: str) -> Iterator[httpx.Client]:
-    with client(base_url) as c:
-        yield c
 
 
 def _work(config: LoadedConfig, store: Store) -> None:

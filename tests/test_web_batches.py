@@ -3,30 +3,13 @@ cancel; against a real uvicorn, beanstalkd and both stores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from bystroq.config import LoadedConfig
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.records import Store
-from bystroq.testing import config_for
-from bystroq.web import create_app
 from bystroq.worker import Worker, WorkerOptions
 from tests.conftest import Tubes
-from tests.web_server import client, serving
-
-
-@pytest.fixture
-def web_config(server: object, prefix: str, records_url: str) -> LoadedConfig:
-    return config_for([server.address], prefix=prefix, records=records_url)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def http(web_config: LoadedConfig) -> Iterator[httpx.Client]:
-    with serving(create_app(web_config)) as url, client(url) as c:
-        yield c
 
 
 def test_create_from_json_run_and_status(http: httpx.Client, web_config: LoadedConfig,

@@ -42,17 +42,6 @@ def run_jobs(config: LoadedConfig, store: Store, *jobs: dict[str, object]) -> No
 
 
 @pytest.fixture
-def web_config(server: object, prefix: str, records_url: str) -> LoadedConfig:
-    return config_for([server.address], prefix=prefix, records=records_url)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def base_url(web_config: LoadedConfig) -> Iterator[str]:
-    with serving(create_app(web_config)) as url:
-        yield url
-
-
-@pytest.fixture
 def http(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=20) as c:
         yield c

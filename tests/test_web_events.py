@@ -7,27 +7,12 @@ import json
 import threading
 from collections.abc import Iterator
 
-import pytest
-
 from bystroq.config import LoadedConfig
 from bystroq.ops.consume import ConsumeAndFeed
 from bystroq.producer import Producer
 from bystroq.records import Store
-from bystroq.testing import config_for
-from bystroq.web import create_app
 from bystroq.worker import Worker, WorkerOptions
-from tests.web_server import client, serving
-
-
-@pytest.fixture
-def web_config(server: object, prefix: str, records_url: str) -> LoadedConfig:
-    return config_for([server.address], prefix=prefix, records=records_url)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def base_url(web_config: LoadedConfig) -> Iterator[str]:
-    with serving(create_app(web_config)) as url:
-        yield url
+from tests.web_server import client
 
 
 def _events(lines: Iterator[str], until: str | None = None,

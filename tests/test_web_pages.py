@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from bystroq.config import LoadedConfig
 from bystroq.records import Store
-from bystroq.testing import config_for
-from bystroq.web import create_app
 from tests.conftest import Tubes
-from tests.web_server import client, serving
-
-
-@pytest.fixture
-def web_config(server: object, prefix: str, records_url: str) -> LoadedConfig:
-    return config_for([server.address], prefix=prefix, records=records_url)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def http(web_config: LoadedConfig) -> Iterator[httpx.Client]:
-    with serving(create_app(web_config)) as url, client(url) as c:
-        yield c
+from tests.web_server import client
 
 
 def test_pages_over_1000_records_have_no_gaps_or_repeats_while_records_arrive(
