@@ -24,6 +24,12 @@ from bystroq.testing import Beanstalkd, config_for, config_text
 _counter = itertools.count()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: Playwright's sync API keeps an event loop running in
+    the main thread for the rest of the session, where `asyncio.run` then refuses."""
+    items.sort(key=lambda item: "test_web_browser.py::" in item.nodeid)
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Beanstalkd]:
     """One beanstalkd for the whole session; tests keep apart by tube names."""
@@ -98,7 +104,7 @@ def web_config(server: Beanstalkd, prefix: str, records_url: str) -> LoadedConfi
 
 
 @pytest.fixture
-def base_url(web_config: LoadedConfig) -> Iterator[str]:
+def api_url(web_config: LoadedConfig) -> Iterator[str]:
     """`create_app(web_config)` served by a real uvicorn on a free port."""
     from bystroq.web import create_app
     from tests.web_server import serving
@@ -108,11 +114,11 @@ def base_url(web_config: LoadedConfig) -> Iterator[str]:
 
 
 @pytest.fixture
-def http(base_url: str) -> Iterator[httpx.Client]:
-    """A client of `base_url`."""
+def http(api_url: str) -> Iterator[httpx.Client]:
+    """A client of `api_url`."""
     from tests.web_server import client
 
-    with client(base_url) as c:
+    with client(api_url) as c:
         yield c
 
 

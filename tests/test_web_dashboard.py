@@ -42,8 +42,8 @@ def run_jobs(config: LoadedConfig, store: Store, *jobs: dict[str, object]) -> No
 
 
 @pytest.fixture
-def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=20) as c:
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=20) as c:
         yield c
 
 

@@ -47,9 +47,9 @@ def _run_job(config: LoadedConfig, store: Store, job: dict[str, object]) -> None
 
 
 def test_progress_arrives_in_order_and_a_reconnect_misses_nothing(
-    base_url: str, web_config: LoadedConfig, store: Store,
+    api_url: str, web_config: LoadedConfig, store: Store,
 ) -> None:
-    with client(base_url) as http, http.stream(
+    with client(api_url) as http, http.stream(
             "GET", "/v1/events", params={"submission": "p-1"}) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
@@ -68,7 +68,7 @@ def test_progress_arrives_in_order_and_a_reconnect_misses_nothing(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
     # Disconnect after the third event; reconnect from it: the rest, nothing twice.
-    with client(base_url) as http:
+    with client(api_url) as http:
         with http.stream("GET", "/v1/events", params={"after": "0", "follow": "false",
                                                       "category": "echo"}) as stream:
             first = _events(stream.iter_lines(), count=3)
@@ -78,11 +78,11 @@ def test_progress_arrives_in_order_and_a_reconnect_misses_nothing(
     assert [e["id"] for e in first + rest] == ids
 
 
-def test_filters_and_bad_requests(base_url: str, web_config: LoadedConfig,
+def test_filters_and_bad_requests(api_url: str, web_config: LoadedConfig,
                                   store: Store) -> None:
     _run_job(web_config, store, {"submissionID": "a", "fail": "x"})
     _run_job(web_config, store, {"submissionID": "b"})
-    with client(base_url) as http:
+    with client(api_url) as http:
         def names(**params: str) -> list[tuple[object, object]]:
             with http.stream("GET", "/v1/events", params={"after": "0", "follow": "false",
                                                           **params}) as stream:
@@ -97,14 +97,14 @@ def test_filters_and_bad_requests(base_url: str, web_config: LoadedConfig,
         assert bad.status_code == 400
 
 
-def test_several_live_streams_get_the_same_events(base_url: str, web_config: LoadedConfig,
+def test_several_live_streams_get_the_same_events(api_url: str, web_config: LoadedConfig,
                                                   store: Store) -> None:
     import concurrent.futures
 
     opened = threading.Barrier(4)
 
     def listen(_: int) -> list[tuple[object, object]]:
-        with client(base_url) as http, http.stream("GET", "/v1/events") as stream:
+        with client(api_url) as http, http.stream("GET", "/v1/events") as stream:
             lines = stream.iter_lines()
             next(lines)
             opened.wait()
@@ -122,7 +122,7 @@ def test_several_live_streams_get_the_same_events(base_url: str, web_config: Loa
 
 
 def test_a_running_jobs_progress_arrives_while_it_runs(
-    base_url: str, web_config: LoadedConfig, store: Store, tubes: object,
+    api_url: str, web_config: LoadedConfig, store: Store, tubes: object,
 ) -> None:
     tube = web_config.category("echo").submission
     consumer = ConsumeAndFeed(web_config, store)
@@ -132,7 +132,7 @@ def test_a_running_jobs_progress_arrives_while_it_runs(
     worker = Worker(web_config, "echo", options=WorkerOptions(burst=True))
     working = threading.Thread(target=worker.run)
     try:
-        with client(base_url) as http, http.stream(
+        with client(api_url) as http, http.stream(
                 "GET", "/v1/events", params={"submission": "run-1"}) as stream:
             lines = stream.iter_lines()
             next(lines)
