@@ -7,9 +7,10 @@ import greenstalk
 import pytest
 
 from bystroq.beanstalk import framing
-from bystroq.beanstalk.connection import Connection, exchange
+from bystroq.beanstalk.connection import Connection
 from bystroq.beanstalk.framing import Reply, ReplyParser
 from bystroq.beanstalk.health import Server
+from bystroq.beanstalk.pool import exchange
 from bystroq.testing import Beanstalkd
 
 STREAM = (b"INSERTED 7\r\nRESERVED 7 5\r\nhello\r\nTIMED_OUT\r\n"

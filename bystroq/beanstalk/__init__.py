@@ -9,9 +9,6 @@ from bystroq.beanstalk.connection import (
     CONNECTION_ERRORS,
     IO_TIMEOUT_S,
     Connection,
-    exchange,
-    read_reply,
-    send,
 )
 from bystroq.beanstalk.framing import Reply, expect, reserved_job
 from bystroq.beanstalk.health import (
@@ -27,13 +24,16 @@ from bystroq.beanstalk.pool import (
     delete_and_reserve_many,
     delete_many,
     delete_then_reserve,
+    exchange,
     job_reserves_ttr_pri,
     next_job_id,
     peek_many,
     queue_deletes,
     queue_releases,
     queue_reserves,
+    read_reply,
     reserve_many,
+    send,
     wait_for_any,
 )
 from bystroq.beanstalk.reserved import Reserved

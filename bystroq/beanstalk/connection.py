@@ -389,20 +389,3 @@ def _deadlines(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:
-    """Send commands in one write and read their replies in order: one round trip."""
-    conn.send(commands)
-    return [conn.read_reply() for _ in commands]
-
-
-def send(conn: Connection, commands: Sequence[bytes]) -> None:
-    """Write commands in one go; read each reply with `read_reply`, in order."""
-    conn.send(commands)
-
-
-def read_reply(conn: Connection) -> Reply:
-    """The next reply on the connection; a cut-short reply raises ConnectionError."""
-    return conn.read_reply()
-

@@ -9,7 +9,8 @@ from typing import NamedTuple
 import greenstalk
 
 from bystroq.beanstalk import framing
-from bystroq.beanstalk.connection import Connection, exchange
+from bystroq.beanstalk.connection import Connection
+from bystroq.beanstalk.framing import Reply
 from bystroq.beanstalk.health import Server, ServerHealth
 from bystroq.errors import NotBeanstalkd, ServersUnavailable
 
@@ -157,3 +158,19 @@ def _deleted(reply: framing.Reply) -> None:
 
 def _released(reply: framing.Reply) -> None:
     framing.expect(reply, b"RELEASED")
+
+
+def exchange(conn: Connection, commands: Sequence[bytes]) -> list[Reply]:
+    """Send commands in one write and read their replies in order: one round trip."""
+    conn.send(commands)
+    return [conn.read_reply() for _ in commands]
+
+
+def send(conn: Connection, commands: Sequence[bytes]) -> None:
+    """Write commands in one go; read each reply with `read_reply`, in order."""
+    conn.send(commands)
+
+
+def read_reply(conn: Connection) -> Reply:
+    """The next reply on the connection; a cut-short reply raises ConnectionError."""
+    return conn.read_reply()
